@@ -1,0 +1,274 @@
+//! The admin service, on its own port and never proxied: health, cache statistics, clear and
+//! purge.
+//!
+//! | method | path            | does                                   | token |
+//! |--------|-----------------|----------------------------------------|-------|
+//! | GET    | `/health/live`  | 200 while the process serves           | no    |
+//! | GET    | `/health/ready` | 200 when serving, 503 starting/draining| no    |
+//! | GET    | `/cache/stats`  | counters and usage, JSON               | no    |
+//! | DELETE | `/cache`        | removes every entry                    | yes   |
+//! | POST   | `/cache/purge`  | removes one URL (`{"url": "..."}`)     | yes   |
+//!
+//! Mutating endpoints need `Authorization: Bearer <admin.token>` when a token is configured;
+//! without one they are served only when the admin service listens on a loopback address and
+//! the client connects from loopback.
+
+pub mod health;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{header, Method, Response, StatusCode};
+use log::info;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde_json::{json, Value};
+
+use crate::cache::{key, Cache};
+use crate::config::{AdminConfig, CacheConfig};
+use crate::error::{json_body, ErrorKind};
+use crate::headers::{self, SECURITY_HEADERS, X_REQUEST_ID};
+pub use health::{Readiness, ReadinessService};
+
+/// Largest request body the admin service reads.
+const MAX_BODY: usize = 64 * 1024;
+
+pub struct AdminApp {
+    cache: Arc<Cache>,
+    token: Option<String>,
+    listens_on_loopback: bool,
+    readiness: Readiness,
+    max_bytes: usize,
+    max_entries: usize,
+}
+
+type Reply = Result<(StatusCode, Value), (ErrorKind, String)>;
+
+fn rejection(kind: ErrorKind) -> (ErrorKind, String) {
+    (kind, kind.default_message().to_owned())
+}
+
+fn fail(kind: ErrorKind) -> Reply {
+    Err(rejection(kind))
+}
+
+impl AdminApp {
+    pub fn new(
+        admin: &AdminConfig,
+        cache_config: &CacheConfig,
+        cache: Arc<Cache>,
+        readiness: Readiness,
+    ) -> Self {
+        AdminApp {
+            cache,
+            token: admin.token.clone(),
+            listens_on_loopback: admin.listen.ip().is_loopback(),
+            readiness,
+            max_bytes: cache_config.max_bytes,
+            max_entries: cache_config.max_entries,
+        }
+    }
+
+    fn authorize(&self, session: &ServerSession) -> Result<(), ErrorKind> {
+        match &self.token {
+            Some(token) => {
+                let presented = session
+                    .req_header()
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::trim);
+                match presented {
+                    Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(()),
+                    _ => Err(ErrorKind::Unauthorized),
+                }
+            }
+            None => {
+                let client_loopback = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .is_some_and(|a| is_loopback(a.ip()));
+                if self.listens_on_loopback && client_loopback {
+                    Ok(())
+                } else {
+                    Err(ErrorKind::Forbidden)
+                }
+            }
+        }
+    }
+
+    async fn route(&self, session: &mut ServerSession) -> Reply {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_owned();
+        match (path.as_str(), &method) {
+            ("/health/live", &Method::GET | &Method::HEAD) => {
+                Ok((StatusCode::OK, json!({"status": "live"})))
+            }
+            ("/health/ready", &Method::GET | &Method::HEAD) => {
+                if self.readiness.is_ready() {
+                    Ok((StatusCode::OK, json!({"status": "ready"})))
+                } else {
+                    Err((
+                        ErrorKind::ServiceUnavailable,
+                        "not ready: starting or draining".into(),
+                    ))
+                }
+            }
+            ("/cache/stats", &Method::GET) => Ok((StatusCode::OK, self.stats())),
+            ("/cache", &Method::DELETE) => {
+                self.authorize(session).map_err(rejection)?;
+                let cleared = self.cache.backend.clear().await.map_err(|e| {
+                    (
+                        ErrorKind::Internal,
+                        format!("clearing the cache failed: {e}"),
+                    )
+                })?;
+                self.cache.stats.record_clear();
+                info!("admin: cache cleared, {cleared} entries removed");
+                Ok((StatusCode::OK, json!({"cleared": cleared})))
+            }
+            ("/cache/purge", &Method::POST) => {
+                self.authorize(session).map_err(rejection)?;
+                let url = read_purge_url(session).await?;
+                let key =
+                    key::for_url(&url).map_err(|e| (ErrorKind::BadRequest, format!("url: {e}")))?;
+                let purged = self
+                    .cache
+                    .backend
+                    .remove(&key)
+                    .await
+                    .map_err(|e| (ErrorKind::Internal, format!("purging failed: {e}")))?;
+                info!(
+                    "admin: purge {url}: {}",
+                    if purged { "removed" } else { "not cached" }
+                );
+                Ok((StatusCode::OK, json!({"url": url, "purged": purged})))
+            }
+            ("/health/live" | "/health/ready" | "/cache/stats" | "/cache" | "/cache/purge", _) => {
+                fail(ErrorKind::MethodNotAllowed)
+            }
+            _ => fail(ErrorKind::NotFound),
+        }
+    }
+
+    fn stats(&self) -> Value {
+        let s = self.cache.stats.snapshot();
+        let u = self.cache.backend.usage();
+        let lookups = s.hits + s.misses + s.stale + s.revalidated;
+        let served_from_cache = s.hits + s.stale + s.revalidated;
+        json!({
+            "hits": s.hits,
+            "misses": s.misses,
+            "stale": s.stale,
+            "revalidated": s.revalidated,
+            "bypass": s.bypass,
+            "hit_ratio": if lookups == 0 { 0.0 } else { served_from_cache as f64 / lookups as f64 },
+            "evictions": u.evictions,
+            "expirations": u.expirations,
+            "entries": u.entries,
+            "bytes": u.bytes,
+            "max_entries": self.max_entries,
+            "max_bytes": self.max_bytes,
+            "last_cleared": s.last_cleared.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
+        })
+    }
+}
+
+async fn read_purge_url(session: &mut ServerSession) -> Result<String, (ErrorKind, String)> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_BODY {
+                    return Err((
+                        ErrorKind::PayloadTooLarge,
+                        ErrorKind::PayloadTooLarge.default_message().into(),
+                    ));
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return Err((ErrorKind::BadRequest, format!("cannot read the body: {e}"))),
+        }
+    }
+    let v: Value = serde_json::from_slice(&body).map_err(|e| {
+        (
+            ErrorKind::BadRequest,
+            format!("the body must be JSON like {{\"url\": \"http://host/path\"}}: {e}"),
+        )
+    })?;
+    v.get("url")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            (
+                ErrorKind::BadRequest,
+                "the body needs a \"url\" string".into(),
+            )
+        })
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Compares tokens in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let request_id = headers::request_id(session.req_header().headers.get(X_REQUEST_ID));
+        let (status, body) = match self.route(session).await {
+            Ok((status, value)) => {
+                let mut body = serde_json::to_vec(&value).expect("JSON values serialise");
+                body.push(b'\n');
+                (status, body)
+            }
+            Err((kind, message)) => (
+                StatusCode::from_u16(kind.status()).expect("valid status"),
+                json_body(kind, &message, &request_id),
+            ),
+        };
+        let mut builder = Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, body.len())
+            .header(header::CACHE_CONTROL, "no-store")
+            .header(X_REQUEST_ID, request_id);
+        // Admin responses always carry the security headers, whatever the proxy setting.
+        for (name, value) in SECURITY_HEADERS {
+            builder = builder.header(name, value);
+        }
+        builder.body(body).expect("static headers are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback("127.0.0.1".parse().unwrap()));
+        assert!(is_loopback("::1".parse().unwrap()));
+        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!is_loopback("10.0.0.1".parse().unwrap()));
+    }
+}

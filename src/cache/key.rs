@@ -1,0 +1,125 @@
+//! The cache key: scheme, host, path and query of the request, never the method.
+//!
+//! Leaving the method out lets HEAD be answered from a stored GET and lets PURGE and the admin
+//! purge address the same entry as the GET that filled it. The host is lower-cased and a
+//! default port dropped, so `Example.com:80` and `example.com` share entries; the path and
+//! query are kept byte for byte (`/a?x=1&y=2` and `/a?y=2&x=1` are different entries, as the
+//! origin may treat them differently).
+
+use http::Uri;
+use pingora_cache::CacheKey;
+use pingora_http::RequestHeader;
+
+/// Builds the cache key for a request received on a plain (`tls == false`) or TLS listener.
+pub fn for_request(req: &RequestHeader, tls: bool) -> CacheKey {
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let path_and_query = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    CacheKey::new(primary(tls, host, path_and_query), "")
+}
+
+/// Builds the cache key for an absolute URL, as given to the purge endpoints.
+pub fn for_url(url: &str) -> Result<CacheKey, &'static str> {
+    let uri: Uri = url.parse().map_err(|_| "not a valid URL")?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err("the URL must start with http:// or https://"),
+    };
+    let host = uri.authority().ok_or("the URL has no host")?.as_str();
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    Ok(CacheKey::new(primary(tls, host, path_and_query), ""))
+}
+
+/// The primary key text: `scheme \n host \n path?query`. A newline cannot occur in a valid
+/// host or request target, so the framing is unambiguous.
+fn primary(tls: bool, host: &str, path_and_query: &str) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let default_port = if tls { ":443" } else { ":80" };
+    let host = host.strip_suffix(default_port).unwrap_or(host);
+    let path_and_query = if path_and_query.is_empty() {
+        "/"
+    } else {
+        path_and_query
+    };
+    let mut key = String::with_capacity(scheme.len() + host.len() + path_and_query.len() + 2);
+    key.push_str(scheme);
+    key.push('\n');
+    key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+    key.push('\n');
+    key.push_str(path_and_query);
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_cache::key::CacheHashKey;
+
+    fn req(method: &str, target: &str, host: &str) -> RequestHeader {
+        let mut r = RequestHeader::build(method, target.as_bytes(), None).unwrap();
+        r.insert_header("host", host).unwrap();
+        r
+    }
+
+    fn hash(r: &RequestHeader) -> String {
+        for_request(r, false).combined()
+    }
+
+    #[test]
+    fn method_is_not_part_of_the_key() {
+        assert_eq!(
+            hash(&req("GET", "/a?x=1", "example.com")),
+            hash(&req("HEAD", "/a?x=1", "example.com"))
+        );
+        assert_eq!(
+            hash(&req("GET", "/a", "example.com")),
+            hash(&req("PURGE", "/a", "example.com"))
+        );
+    }
+
+    #[test]
+    fn query_and_host_are_part_of_the_key() {
+        let base = hash(&req("GET", "/a?x=1", "example.com"));
+        assert_ne!(base, hash(&req("GET", "/a?x=2", "example.com")));
+        assert_ne!(base, hash(&req("GET", "/a", "example.com")));
+        assert_ne!(base, hash(&req("GET", "/a?x=1", "other.example")));
+        assert_ne!(base, hash(&req("GET", "/a?x=1", "example.com:8080")));
+    }
+
+    #[test]
+    fn host_is_normalised() {
+        let base = hash(&req("GET", "/", "example.com"));
+        assert_eq!(base, hash(&req("GET", "/", "EXAMPLE.com")));
+        assert_eq!(base, hash(&req("GET", "/", "example.com:80")));
+    }
+
+    #[test]
+    fn scheme_is_part_of_the_key() {
+        let r = req("GET", "/", "example.com");
+        assert_ne!(
+            for_request(&r, false).combined(),
+            for_request(&r, true).combined()
+        );
+    }
+
+    #[test]
+    fn url_key_matches_request_key() {
+        let r = req("GET", "/p?q=1", "example.com:8080");
+        assert_eq!(
+            for_url("http://example.com:8080/p?q=1").unwrap().combined(),
+            for_request(&r, false).combined()
+        );
+        let r = req("GET", "/", "example.com");
+        assert_eq!(
+            for_url("http://Example.com").unwrap().combined(),
+            for_request(&r, false).combined()
+        );
+        assert!(for_url("/relative").is_err());
+        assert!(for_url("ftp://example.com/").is_err());
+    }
+}

@@ -1,0 +1,68 @@
+//! The HTTP cache: key, policy, storage backends and counters, bundled in [`Cache`], which
+//! the proxy and the admin service share.
+//!
+//! This module decides what is cached and holds it; it knows nothing of Pingora sessions or
+//! of the admin API's routes.
+
+pub mod key;
+pub mod policy;
+pub mod stats;
+pub mod storage;
+
+use std::time::Duration;
+
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::CacheOptionOverrides;
+
+use crate::config::CacheConfig;
+pub use policy::CachePolicy;
+pub use stats::{CacheStats, CacheStatus, StatsSnapshot};
+use storage::memory::MemoryLimits;
+pub use storage::{CacheBackend, MemoryStorage, Usage};
+
+/// Everything the request path and the admin service need to use the cache.
+pub struct Cache {
+    pub backend: &'static dyn CacheBackend,
+    /// Coalesces concurrent misses of one key into a single origin fetch.
+    pub lock: &'static CacheKeyLockImpl,
+    pub policy: CachePolicy,
+    pub stats: CacheStats,
+    pub max_object_bytes: usize,
+    lock_timeout: Duration,
+}
+
+impl Cache {
+    /// The embedded in-memory cache described by `config`.
+    pub fn in_memory(config: &CacheConfig) -> Self {
+        let backend = MemoryStorage::new_static(MemoryLimits {
+            max_bytes: config.max_bytes,
+            max_entries: config.max_entries,
+            max_object_bytes: config.max_object_bytes,
+            stale_retention: config.stale_retention,
+        });
+        Self::with_backend(backend, config)
+    }
+
+    pub fn with_backend(backend: &'static dyn CacheBackend, config: &CacheConfig) -> Self {
+        // The age timeout bounds how long a stuck writer blocks its readers.
+        let lock: &'static CacheLock = Box::leak(CacheLock::new_boxed(config.lock_timeout));
+        Cache {
+            backend,
+            lock,
+            policy: CachePolicy {
+                default_ttl: config.default_ttl,
+            },
+            stats: CacheStats::default(),
+            max_object_bytes: config.max_object_bytes,
+            lock_timeout: config.lock_timeout,
+        }
+    }
+
+    /// Per-request cache options: how long a request waits behind another one fetching the
+    /// same key before it goes to the origin itself.
+    pub fn lock_options(&self) -> CacheOptionOverrides {
+        let mut o = CacheOptionOverrides::default();
+        o.wait_timeout = Some(self.lock_timeout);
+        o
+    }
+}

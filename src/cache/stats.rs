@@ -1,0 +1,104 @@
+//! Counters of what the cache did, kept by the proxy as requests finish.
+//!
+//! The storage backend knows what it holds (entries, bytes, evictions); these counters hold
+//! what only the request path knows (hits, misses). The admin service joins both.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+
+/// How a response relates to the cache; written to `X-Cache` and the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from a fresh stored response.
+    Hit,
+    /// Not in the cache (or not usable); fetched from the origin.
+    Miss,
+    /// Served from a stored response past its freshness (stale-while-revalidate or
+    /// stale-if-error).
+    Stale,
+    /// A stored response was revalidated with the origin (304) and served.
+    Revalidated,
+    /// The cache was not consulted: the method or request is not cacheable.
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Stale => "STALE",
+            CacheStatus::Revalidated => "REVALIDATED",
+            CacheStatus::Bypass => "BYPASS",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale: AtomicU64,
+    revalidated: AtomicU64,
+    bypass: AtomicU64,
+    last_cleared: Mutex<Option<SystemTime>>,
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub hits: u64,
+    pub misses: u64,
+    pub stale: u64,
+    pub revalidated: u64,
+    pub bypass: u64,
+    pub last_cleared: Option<SystemTime>,
+}
+
+impl CacheStats {
+    pub fn record(&self, status: CacheStatus) {
+        let counter = match status {
+            CacheStatus::Hit => &self.hits,
+            CacheStatus::Miss => &self.misses,
+            CacheStatus::Stale => &self.stale,
+            CacheStatus::Revalidated => &self.revalidated,
+            CacheStatus::Bypass => &self.bypass,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_clear(&self) {
+        *self.last_cleared.lock() = Some(SystemTime::now());
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            stale: self.stale.load(Ordering::Relaxed),
+            revalidated: self.revalidated.load(Ordering::Relaxed),
+            bypass: self.bypass.load(Ordering::Relaxed),
+            last_cleared: *self.last_cleared.lock(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_status() {
+        let s = CacheStats::default();
+        s.record(CacheStatus::Hit);
+        s.record(CacheStatus::Hit);
+        s.record(CacheStatus::Miss);
+        let snap = s.snapshot();
+        assert_eq!((snap.hits, snap.misses, snap.stale), (2, 1, 0));
+        assert!(snap.last_cleared.is_none());
+        s.record_clear();
+        assert!(s.snapshot().last_cleared.is_some());
+    }
+}

@@ -1,0 +1,648 @@
+//! The embedded in-memory backend: a sharded LRU bounded by bytes and by entries.
+//!
+//! Each shard is an exact LRU under its own mutex, holding at most its share of the byte and
+//! entry bounds, so the global bounds hold at every instant without a global lock. An entry
+//! is committed only when its body is complete, and room is made for it (least recently used
+//! entries first) in the same critical section that inserts it. All variants of one URL live
+//! in the same shard (sharding is by the primary key), so purging a URL is one shard's work.
+//!
+//! Entries are freed once they can no longer be served: past their freshness and stale
+//! windows, plus `stale_retention` for entries that carry a validator and can still be
+//! revalidated with a 304. Expired entries are dropped on lookup and by [`sweep_expired`].
+//!
+//! [`sweep_expired`]: super::CacheBackend::sweep_expired
+
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lru::LruCache;
+use parking_lot::Mutex;
+use pingora_cache::key::{CacheHashKey, CompactCacheKey};
+use pingora_cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType, Storage,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheEntryKey, CacheKey, CacheMeta};
+use pingora_error::{Error, ErrorType, Result};
+
+use super::{CacheBackend, Usage};
+
+/// Bookkeeping cost of one entry beyond its body and serialized headers (map slot, LRU
+/// links, the entry struct), counted against the byte bound so that many tiny entries cannot
+/// exceed it.
+const ENTRY_OVERHEAD: usize = 160;
+const MAX_SHARDS: usize = 16;
+/// Below this many entries per shard, sharding would make eviction order too coarse.
+const MIN_ENTRIES_PER_SHARD: usize = 256;
+
+type Key = u128;
+
+fn key_of(hash: [u8; 16]) -> Key {
+    u128::from_be_bytes(hash)
+}
+
+struct Entry {
+    primary: Key,
+    meta_internal: Bytes,
+    meta_header: Bytes,
+    body: Bytes,
+    weight: usize,
+    removable_at: SystemTime,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: Option<LruCache<Key, Entry>>,
+    bytes: usize,
+}
+
+impl Shard {
+    fn map(&mut self) -> &mut LruCache<Key, Entry> {
+        self.map.get_or_insert_with(LruCache::unbounded)
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Entry> {
+        let entry = self.map().pop(key)?;
+        self.bytes -= entry.weight;
+        Some(entry)
+    }
+
+    fn len(&self) -> usize {
+        self.map.as_ref().map_or(0, LruCache::len)
+    }
+}
+
+/// Bounds and retention for [`MemoryStorage`].
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryLimits {
+    pub max_bytes: usize,
+    pub max_entries: usize,
+    pub max_object_bytes: usize,
+    pub stale_retention: Duration,
+}
+
+pub struct MemoryStorage {
+    shards: Box<[Mutex<Shard>]>,
+    shard_max_bytes: usize,
+    shard_max_entries: usize,
+    limits: MemoryLimits,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+}
+
+impl MemoryStorage {
+    pub fn new(limits: MemoryLimits) -> Self {
+        let mut n = MAX_SHARDS;
+        while n > 1
+            && (limits.max_bytes / n < limits.max_object_bytes + ENTRY_OVERHEAD
+                || limits.max_entries / n < MIN_ENTRIES_PER_SHARD)
+        {
+            n /= 2;
+        }
+        MemoryStorage {
+            shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(),
+            shard_max_bytes: limits.max_bytes / n,
+            shard_max_entries: (limits.max_entries / n).max(1),
+            limits,
+            evictions: AtomicU64::new(0),
+            expirations: AtomicU64::new(0),
+        }
+    }
+
+    /// Leaks a new storage: Pingora's cache wants `&'static` storage, and the storage lives
+    /// as long as the process.
+    pub fn new_static(limits: MemoryLimits) -> &'static Self {
+        Box::leak(Box::new(Self::new(limits)))
+    }
+
+    pub fn limits(&self) -> MemoryLimits {
+        self.limits
+    }
+
+    fn shard(&self, primary: Key) -> &Mutex<Shard> {
+        &self.shards[(primary as usize) & (self.shards.len() - 1)]
+    }
+
+    /// Commits an entry, evicting least recently used entries of its shard to make room.
+    fn insert(&self, key: Key, entry: Entry) -> Result<()> {
+        if entry.weight > self.shard_max_bytes {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "entry is larger than a cache shard",
+            );
+        }
+        let mut shard = self.shard(entry.primary).lock();
+        shard.remove(&key);
+        let mut evicted = 0;
+        while shard.bytes + entry.weight > self.shard_max_bytes
+            || shard.len() + 1 > self.shard_max_entries
+        {
+            let Some((_, old)) = shard.map().pop_lru() else {
+                break;
+            };
+            shard.bytes -= old.weight;
+            evicted += 1;
+        }
+        shard.bytes += entry.weight;
+        shard.map().put(key, entry);
+        drop(shard);
+        if evicted > 0 {
+            self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn remove_variants(&self, primary: Key) -> u64 {
+        let mut shard = self.shard(primary).lock();
+        let keys: Vec<Key> = shard
+            .map()
+            .iter()
+            .filter(|(_, e)| e.primary == primary)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &keys {
+            shard.remove(k);
+        }
+        keys.len() as u64
+    }
+}
+
+/// When an entry stops being useful: it can no longer be served fresh or stale, and (if it
+/// has no validator) cannot be revalidated either.
+fn removable_at(meta: &CacheMeta, stale_retention: Duration) -> SystemTime {
+    let stale_secs = meta
+        .stale_while_revalidate_sec()
+        .max(meta.stale_if_error_sec());
+    let mut at = meta.fresh_until() + Duration::from_secs(stale_secs.into());
+    let headers = meta.headers();
+    if headers.contains_key(http::header::ETAG) || headers.contains_key(http::header::LAST_MODIFIED)
+    {
+        at += stale_retention;
+    }
+    at
+}
+
+fn compact_key(target: PurgeTarget<'_>) -> Option<&CompactCacheKey> {
+    match target {
+        PurgeTarget::Active(key) => Some(key),
+        PurgeTarget::Exact(CacheEntryKey::Identified { .. }) => None,
+        PurgeTarget::Exact(entry) => Some(entry.key()),
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStorage {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let k = key_of(key.combined_bin());
+        let found = {
+            let mut shard = self.shard(key_of(key.primary_bin())).lock();
+            match shard.map().get(&k) {
+                None => None,
+                Some(e) if e.removable_at <= SystemTime::now() => {
+                    shard.remove(&k);
+                    self.expirations.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                Some(e) => Some((
+                    e.meta_internal.clone(),
+                    e.meta_header.clone(),
+                    e.body.clone(),
+                )),
+            }
+        };
+        let Some((internal, header, body)) = found else {
+            return Ok(None);
+        };
+        let meta = CacheMeta::deserialize(&internal, &header)?;
+        let end = body.len();
+        let hit = MemoryHit {
+            body,
+            start: 0,
+            end,
+            done: false,
+        };
+        Ok(Some((meta, Box::new(hit))))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let (internal, header) = meta.serialize()?;
+        Ok(Box::new(MemoryMiss {
+            storage: self,
+            key: key_of(key.combined_bin()),
+            primary: key_of(key.primary_bin()),
+            meta_internal: internal.into(),
+            meta_header: header.into(),
+            removable_at: removable_at(meta, self.limits.stale_retention),
+            chunks: Vec::new(),
+            len: 0,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        // This store assigns no entry IDs, so an identified target cannot be one of ours.
+        let Some(key) = compact_key(target) else {
+            return Ok(PurgeOutcome::NotFound);
+        };
+        let removed = self
+            .shard(key_of(key.primary_bin()))
+            .lock()
+            .remove(&key_of(key.combined_bin()));
+        Ok(match removed {
+            Some(_) => PurgeOutcome::Purged(None),
+            None => PurgeOutcome::NotFound,
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let (internal, header) = meta.serialize()?;
+        let removable_at = removable_at(meta, self.limits.stale_retention);
+        let k = key_of(key.combined_bin());
+        let mut shard = self.shard(key_of(key.primary_bin())).lock();
+        let Some(entry) = shard.map().get_mut(&k) else {
+            return Ok(false);
+        };
+        let old_weight = entry.weight;
+        entry.weight = entry.body.len() + internal.len() + header.len() + ENTRY_OVERHEAD;
+        entry.meta_internal = internal.into();
+        entry.meta_header = header.into();
+        entry.removable_at = removable_at;
+        let new_weight = entry.weight;
+        shard.bytes = shard.bytes - old_weight + new_weight;
+        // New headers can be larger than the old ones: restore the bound, sparing this entry.
+        while shard.bytes > self.shard_max_bytes {
+            let Some((lru_key, _)) = shard.map().peek_lru() else {
+                break;
+            };
+            if *lru_key == k {
+                shard.map().promote(&k);
+                if shard.len() == 1 {
+                    break;
+                }
+                continue;
+            }
+            let lru_key = *lru_key;
+            shard.remove(&lru_key);
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(true)
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+#[async_trait]
+impl CacheBackend for MemoryStorage {
+    fn as_storage(&'static self) -> &'static (dyn Storage + Sync) {
+        self
+    }
+
+    async fn clear(&'static self) -> Result<u64> {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            removed += shard.len() as u64;
+            shard.map = None; // frees the table's memory too, not only its entries
+            shard.bytes = 0;
+        }
+        Ok(removed)
+    }
+
+    async fn remove(&'static self, key: &CacheKey) -> Result<bool> {
+        Ok(self.remove_variants(key_of(key.primary_bin())) > 0)
+    }
+
+    fn usage(&self) -> Usage {
+        let mut usage = Usage {
+            evictions: self.evictions.load(Ordering::Relaxed),
+            expirations: self.expirations.load(Ordering::Relaxed),
+            ..Usage::default()
+        };
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            usage.entries += shard.len() as u64;
+            usage.bytes += shard.bytes as u64;
+        }
+        usage
+    }
+
+    fn sweep_expired(&self) -> u64 {
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let expired: Vec<Key> = shard
+                .map()
+                .iter()
+                .filter(|(_, e)| e.removable_at <= now)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in &expired {
+                shard.remove(k);
+            }
+            removed += expired.len() as u64;
+        }
+        self.expirations.fetch_add(removed, Ordering::Relaxed);
+        removed
+    }
+}
+
+struct MemoryMiss {
+    storage: &'static MemoryStorage,
+    key: Key,
+    primary: Key,
+    meta_internal: Bytes,
+    meta_header: Bytes,
+    removable_at: SystemTime,
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+#[async_trait]
+impl HandleMiss for MemoryMiss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        self.len += data.len();
+        if self.len > self.storage.limits.max_object_bytes {
+            // Pingora stops filling the cache on this error and keeps serving the client.
+            self.chunks.clear();
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "body exceeds cache max object size",
+            );
+        }
+        if !data.is_empty() {
+            self.chunks.push(data);
+        }
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        // One exactly sized copy: upstream chunks may be views into larger read buffers, which
+        // would otherwise stay alive and escape the byte accounting.
+        let mut body = Vec::with_capacity(self.len);
+        for chunk in &self.chunks {
+            body.extend_from_slice(chunk);
+        }
+        let weight =
+            body.len() + self.meta_internal.len() + self.meta_header.len() + ENTRY_OVERHEAD;
+        self.storage.insert(
+            self.key,
+            Entry {
+                primary: self.primary,
+                meta_internal: self.meta_internal,
+                meta_header: self.meta_header,
+                body: body.into(),
+                weight,
+                removable_at: self.removable_at,
+            },
+        )?;
+        Ok(MissFinishType::Created(weight))
+    }
+}
+
+/// A hit on a complete body. Reads and range seeks are `Bytes` slices: no copy per request.
+struct MemoryHit {
+    body: Bytes,
+    start: usize,
+    end: usize,
+    done: bool,
+}
+
+#[async_trait]
+impl HandleHit for MemoryHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        Ok(Some(self.body.slice(self.start..self.end)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        if start >= self.body.len() {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("seek start out of range {start} >= {}", self.body.len()),
+            );
+        }
+        self.start = start;
+        self.end = end.map_or(self.body.len(), |e| e.min(self.body.len()));
+        self.done = false;
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.body.len()
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_cache::trace::Span;
+    use pingora_http::ResponseHeader;
+
+    fn limits(max_bytes: usize, max_entries: usize) -> MemoryLimits {
+        MemoryLimits {
+            max_bytes,
+            max_entries,
+            max_object_bytes: max_bytes.min(1 << 20),
+            stale_retention: Duration::ZERO,
+        }
+    }
+
+    fn meta(fresh_for: Duration) -> CacheMeta {
+        let now = SystemTime::now();
+        CacheMeta::new(
+            now + fresh_for,
+            now,
+            0,
+            0,
+            ResponseHeader::build(200, None).unwrap(),
+        )
+    }
+
+    async fn put(s: &'static MemoryStorage, url: &str, body: &[u8]) -> Result<()> {
+        put_meta(s, url, body, meta(Duration::from_secs(60))).await
+    }
+
+    async fn put_meta(
+        s: &'static MemoryStorage,
+        url: &str,
+        body: &[u8],
+        m: CacheMeta,
+    ) -> Result<()> {
+        let key = CacheKey::new(url, "");
+        let mut miss = s
+            .get_miss_handler(&key, &m, &Span::inactive().handle())
+            .await?;
+        miss.write_body(Bytes::copy_from_slice(body), true).await?;
+        miss.finish().await.map(|_| ())
+    }
+
+    async fn get(s: &'static MemoryStorage, url: &str) -> Option<Bytes> {
+        let key = CacheKey::new(url, "");
+        let (_, mut hit) = s.lookup(&key, &Span::inactive().handle()).await.unwrap()?;
+        hit.read_body().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn stores_and_reads_back() {
+        let s = MemoryStorage::new_static(limits(1 << 20, 100));
+        assert!(get(s, "a").await.is_none());
+        put(s, "a", b"hello").await.unwrap();
+        assert_eq!(get(s, "a").await.unwrap(), "hello");
+        let u = s.usage();
+        assert_eq!(u.entries, 1);
+        assert!(u.bytes >= 5 + ENTRY_OVERHEAD as u64);
+    }
+
+    #[tokio::test]
+    async fn entry_bound_evicts_least_recently_used() {
+        let s = MemoryStorage::new_static(limits(1 << 20, 3));
+        for url in ["a", "b", "c"] {
+            put(s, url, b"x").await.unwrap();
+        }
+        assert!(get(s, "a").await.is_some()); // "b" is now the least recently used
+        put(s, "d", b"x").await.unwrap();
+        assert!(get(s, "b").await.is_none());
+        for url in ["a", "c", "d"] {
+            assert!(get(s, url).await.is_some(), "{url}");
+        }
+        assert_eq!(s.usage().entries, 3);
+        assert_eq!(s.usage().evictions, 1);
+    }
+
+    #[tokio::test]
+    async fn byte_bound_holds_after_every_insert() {
+        let max = 64 << 10;
+        let s = MemoryStorage::new_static(limits(max, 10_000));
+        for i in 0..200 {
+            put(s, &format!("k{i}"), &vec![b'x'; 1000 + i])
+                .await
+                .unwrap();
+            assert!(
+                s.usage().bytes <= max as u64,
+                "after insert {i}: {:?}",
+                s.usage()
+            );
+        }
+        assert!(s.usage().evictions > 0);
+        assert!(get(s, "k199").await.is_some());
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_refused() {
+        let mut l = limits(1 << 20, 100);
+        l.max_object_bytes = 10;
+        let s = MemoryStorage::new_static(l);
+        assert!(put(s, "big", &[0; 11]).await.is_err());
+        assert!(get(s, "big").await.is_none());
+        assert_eq!(s.usage().entries, 0);
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_freed() {
+        let s = MemoryStorage::new_static(limits(1 << 20, 100));
+        let now = SystemTime::now();
+        let gone = CacheMeta::new(
+            now - Duration::from_secs(10),
+            now,
+            0,
+            0,
+            ResponseHeader::build(200, None).unwrap(),
+        );
+        put_meta(s, "old", b"x", gone).await.unwrap();
+        put(s, "new", b"x").await.unwrap();
+        assert_eq!(s.sweep_expired(), 1);
+        assert_eq!(s.usage().entries, 1);
+        assert!(get(s, "new").await.is_some());
+    }
+
+    #[tokio::test]
+    async fn clear_and_remove() {
+        let s = MemoryStorage::new_static(limits(1 << 20, 100));
+        put(s, "a", b"1").await.unwrap();
+        put(s, "b", b"2").await.unwrap();
+        assert!(s.remove(&CacheKey::new("a", "")).await.unwrap());
+        assert!(!s.remove(&CacheKey::new("a", "")).await.unwrap());
+        assert_eq!(s.clear().await.unwrap(), 1);
+        assert_eq!(s.usage().entries, 0);
+        assert_eq!(s.usage().bytes, 0);
+        assert!(get(s, "b").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn seek_serves_ranges_without_copying() {
+        let s = MemoryStorage::new_static(limits(1 << 20, 100));
+        put(s, "r", b"0123456789").await.unwrap();
+        let (_, mut hit) = s
+            .lookup(&CacheKey::new("r", ""), &Span::inactive().handle())
+            .await
+            .unwrap()
+            .unwrap();
+        hit.seek(2, Some(5)).unwrap();
+        assert_eq!(hit.read_body().await.unwrap().unwrap(), "234");
+        assert!(hit.read_body().await.unwrap().is_none());
+        assert!(hit.seek(10, None).is_err());
+    }
+
+    #[test]
+    fn shards_keep_objects_fitting() {
+        let s = MemoryStorage::new(MemoryLimits {
+            max_bytes: 256 << 20,
+            max_entries: 100_000,
+            max_object_bytes: 8 << 20,
+            stale_retention: Duration::ZERO,
+        });
+        assert_eq!(s.shards.len(), 16);
+        assert!(s.shard_max_bytes >= 8 << 20);
+        let small = MemoryStorage::new(limits(1 << 20, 3));
+        assert_eq!(small.shards.len(), 1);
+    }
+}

@@ -1,0 +1,615 @@
+//! Configuration: gathered from flags, `PROXY_*` env vars and a YAML file (see [`sources`]),
+//! then resolved once, here, into the typed [`Config`] the rest of the program reads.
+//!
+//! Precedence is CLI > env > file > defaults. Every value is parsed and validated before
+//! anything listens; a bad value is a [`ConfigError`] naming the setting, the value, where it
+//! came from and what is allowed. Nothing downstream re-parses strings.
+
+pub mod sources;
+pub mod units;
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Uri;
+use log::LevelFilter;
+
+use sources::{lookup, RawSettings, Sourced};
+pub use sources::{Cli, Source};
+
+/// A configuration problem, reported before the proxy starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {value:?} {problem} (from {from})")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        problem: String,
+        from: Source,
+    },
+    #[error("{key} is required: set --{flag}, {env} or {key} in the config file")]
+    Missing {
+        key: &'static str,
+        flag: &'static str,
+        env: &'static str,
+    },
+    #[error("cannot read config file {}: {error}", path.display())]
+    ReadFile { path: PathBuf, error: String },
+    #[error("config file {} is not valid: {error}", path.display())]
+    ParseFile { path: PathBuf, error: String },
+    #[error("config file {}: unknown setting {key:?}", path.display())]
+    UnknownKey { path: PathBuf, key: String },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// The whole resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the proxy listens on, `host:port`.
+    pub listen: String,
+    pub upstream: UpstreamConfig,
+    pub cache: CacheConfig,
+    pub log_level: LevelFilter,
+    pub cors: CorsConfig,
+    pub security_headers: bool,
+    pub admin: AdminConfig,
+    pub server: ServerSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub origin: Origin,
+    pub preserve_host: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The origin server, parsed and resolved at start-up so the request path never touches DNS.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub tls: bool,
+    /// Host name used for SNI and certificate verification.
+    pub host: String,
+    /// `host[:port]` as written, sent as the upstream `Host` unless `preserve_host` is set.
+    pub authority: String,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Freshness for cacheable responses that carry none; zero means "do not store them".
+    pub default_ttl: Duration,
+    pub max_bytes: usize,
+    pub max_entries: usize,
+    pub max_object_bytes: usize,
+    pub lock_timeout: Duration,
+    pub stale_retention: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CorsConfig {
+    pub enabled: bool,
+    pub allowed_origins: AllowedOrigins,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// `*`: any origin (credentials are then never allowed by browsers).
+    Any,
+    /// Exact origins such as `https://app.example`, compared case-insensitively.
+    List(Vec<String>),
+    #[default]
+    None,
+}
+
+impl AllowedOrigins {
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            AllowedOrigins::Any => true,
+            AllowedOrigins::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+            AllowedOrigins::None => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+}
+
+/// Pingora's own server settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub grace_period: Duration,
+    pub graceful_shutdown_timeout: Duration,
+    pub error_log: Option<String>,
+    pub daemon: bool,
+    pub upgrade: bool,
+}
+
+impl Config {
+    /// Gathers and resolves the configuration for a parsed command line.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let raw = RawSettings::gather(cli)?;
+        let mut config = resolve(&Resolver { raw: &raw })?;
+        config.server.daemon = cli.daemon;
+        config.server.upgrade = cli.upgrade;
+        Ok(config)
+    }
+
+    /// Resolves only what is needed to reach a running instance's admin service, so that
+    /// `--clear-cache` works without the proxy-only settings (the origin, above all).
+    pub fn load_admin(cli: &Cli) -> Result<AdminConfig, ConfigError> {
+        let raw = RawSettings::gather(cli)?;
+        resolve_admin(&Resolver { raw: &raw })
+    }
+
+    /// Pingora's `ServerConf` for these settings.
+    pub fn pingora_conf(&self) -> pingora_core::server::configuration::ServerConf {
+        let s = &self.server;
+        pingora_core::server::configuration::ServerConf {
+            threads: s.threads,
+            pid_file: s.pid_file.clone(),
+            upgrade_sock: s.upgrade_sock.clone(),
+            grace_period_seconds: Some(s.grace_period.as_secs()),
+            graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout.as_secs()),
+            error_log: s.error_log.clone(),
+            daemon: s.daemon,
+            ca_file: self
+                .upstream
+                .ca_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// Pingora's command-line options for these settings.
+    pub fn pingora_opt(&self) -> pingora_core::server::configuration::Opt {
+        pingora_core::server::configuration::Opt {
+            upgrade: self.server.upgrade,
+            daemon: self.server.daemon,
+            ..Default::default()
+        }
+    }
+}
+
+/// Reads one setting at a time and turns parse failures into errors that name it.
+struct Resolver<'a> {
+    raw: &'a RawSettings,
+}
+
+impl Resolver<'_> {
+    fn raw(&self, key: &'static str) -> Option<&Sourced> {
+        lookup(key); // a key missing from SETTINGS is a bug: fail in tests, not in production
+        self.raw.get(key)
+    }
+
+    /// Parses a setting with `parse`, or returns `default` when it is not set.
+    fn get<T>(
+        &self,
+        key: &'static str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        match self.raw(key) {
+            None => Ok(default),
+            Some(v) => parse(&v.text).map_err(|problem| self.invalid(key, v, problem)),
+        }
+    }
+
+    fn optional<T>(
+        &self,
+        key: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.get(key, None, |text| parse(text).map(Some))
+    }
+
+    fn invalid(&self, key: &'static str, v: &Sourced, problem: String) -> ConfigError {
+        ConfigError::Invalid {
+            key,
+            value: v.text.clone(),
+            problem,
+            from: v.source.clone(),
+        }
+    }
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    units::parse_duration(text)
+        .ok_or_else(|| "is not a duration (examples: 0, 500ms, 30s, 5m, 1h)".into())
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        d if d.is_zero() => Err("must be greater than 0".into()),
+        d => Ok(d),
+    }
+}
+
+fn size(text: &str) -> Result<usize, String> {
+    units::parse_size(text)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "is not a size (examples: 512MiB, 2GiB)".into())
+}
+
+fn count(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "is not a positive whole number".into())
+}
+
+fn port(text: &str) -> Result<u16, String> {
+    text.trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| "is not a port (1-65535)".into())
+}
+
+fn boolean(text: &str) -> Result<bool, String> {
+    units::parse_bool(text).ok_or_else(|| "is not a boolean (true or false)".into())
+}
+
+fn ip(text: &str) -> Result<IpAddr, String> {
+    text.trim()
+        .parse::<IpAddr>()
+        .map_err(|_| "is not an IP address (examples: 0.0.0.0, 127.0.0.1, ::)".into())
+}
+
+fn non_empty(text: &str) -> Result<String, String> {
+    match text.trim() {
+        "" => Err("must not be empty".into()),
+        t => Ok(t.to_owned()),
+    }
+}
+
+fn level(text: &str) -> Result<LevelFilter, String> {
+    text.trim()
+        .parse::<LevelFilter>()
+        .map_err(|_| "is not a log level (off, error, warn, info, debug, trace)".into())
+}
+
+/// Parses and resolves the origin URL. DNS is resolved here, once: an origin that does not
+/// resolve is a start-up error rather than a 502 on every request.
+fn origin(text: &str) -> Result<Origin, String> {
+    let uri: Uri = text
+        .trim()
+        .parse()
+        .map_err(|_| "is not a URL (example: http://localhost:9000)".to_string())?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err("must start with http:// or https://".into()),
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| "has no host".to_string())?
+        .clone();
+    if authority.as_str().contains('@') {
+        return Err("must not contain credentials".into());
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("must not have a path or query: only scheme, host and port".into());
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("does not resolve: {e}"))?
+        .collect();
+    // Prefer IPv4: `localhost` often resolves to ::1 first while test and dev origins
+    // commonly listen on 127.0.0.1 only.
+    let addr = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| "does not resolve to any address".to_string())?;
+    Ok(Origin {
+        tls,
+        host: host.to_owned(),
+        authority: authority.as_str().to_owned(),
+        addr,
+    })
+}
+
+fn allowed_origins(text: &str) -> Result<AllowedOrigins, String> {
+    let items: Vec<String> = text
+        .split(',')
+        .map(|s| s.trim().trim_end_matches('/').to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if items.iter().any(|s| s == "*") {
+        return if items.len() == 1 {
+            Ok(AllowedOrigins::Any)
+        } else {
+            Err("mixes * with explicit origins".into())
+        };
+    }
+    for item in &items {
+        let ok = item
+            .parse::<Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")))
+            .filter(|u| u.authority().is_some() && matches!(u.path(), "" | "/"))
+            .is_some();
+        if !ok {
+            return Err(format!(
+                "contains {item:?}, which is not an origin (example: https://app.example.com)"
+            ));
+        }
+    }
+    Ok(if items.is_empty() {
+        AllowedOrigins::None
+    } else {
+        AllowedOrigins::List(items)
+    })
+}
+
+fn resolve_admin(r: &Resolver) -> Result<AdminConfig, ConfigError> {
+    let host = r.get("admin.host", "127.0.0.1".parse().unwrap(), ip)?;
+    Ok(AdminConfig {
+        listen: SocketAddr::new(host, r.get("admin.port", 9091, port)?),
+        token: r.optional("admin.token", non_empty)?,
+    })
+}
+
+fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
+    let listen_host = r.get("listen.host", "0.0.0.0".parse().unwrap(), ip)?;
+    let listen_port = r.get("listen.port", 3000, port)?;
+    let origin_setting = lookup("upstream.origin");
+    let origin = r
+        .optional("upstream.origin", origin)?
+        .ok_or(ConfigError::Missing {
+            key: origin_setting.key,
+            flag: origin_setting.flag,
+            env: origin_setting.env,
+        })?;
+
+    let max_bytes = r.get("cache.max_size", 256 << 20, size)?;
+    let cache = CacheConfig {
+        default_ttl: r.get("cache.default_ttl", Duration::from_secs(300), duration)?,
+        max_bytes,
+        max_entries: r.get("cache.max_entries", 100_000, count)?,
+        max_object_bytes: r.get("cache.max_object_size", (8 << 20).min(max_bytes), size)?,
+        lock_timeout: r.get(
+            "cache.lock_timeout",
+            Duration::from_secs(10),
+            positive_duration,
+        )?,
+        stale_retention: r.get("cache.stale_retention", Duration::from_secs(600), duration)?,
+    };
+    if cache.max_object_bytes > cache.max_bytes {
+        let v = r
+            .raw("cache.max_object_size")
+            .expect("set, since it exceeds the default");
+        return Err(r.invalid(
+            "cache.max_object_size",
+            v,
+            format!("is larger than cache.max_size ({} bytes)", cache.max_bytes),
+        ));
+    }
+
+    let cors = CorsConfig {
+        enabled: r.get("cors.enabled", false, boolean)?,
+        allowed_origins: r.get(
+            "cors.allowed_origins",
+            AllowedOrigins::None,
+            allowed_origins,
+        )?,
+    };
+
+    let admin = resolve_admin(r)?;
+    let admin_host = admin.listen.ip();
+    let ip_overlaps =
+        listen_host == admin_host || listen_host.is_unspecified() || admin_host.is_unspecified();
+    if ip_overlaps && admin.listen.port() == listen_port {
+        return Err(ConfigError::Conflict(format!(
+            "admin.port: {} is also the proxy's listen.port; the admin service needs its own port",
+            listen_port
+        )));
+    }
+
+    let default_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let server = ServerSettings {
+        threads: r.get("server.threads", default_threads, count)?,
+        pid_file: r.get(
+            "server.pid_file",
+            "/tmp/caching-proxy.pid".into(),
+            non_empty,
+        )?,
+        upgrade_sock: r.get(
+            "server.upgrade_sock",
+            "/tmp/caching-proxy_upgrade.sock".into(),
+            non_empty,
+        )?,
+        grace_period: r.get("server.grace_period", Duration::from_secs(5), duration)?,
+        graceful_shutdown_timeout: r.get(
+            "server.graceful_shutdown_timeout",
+            Duration::from_secs(5),
+            duration,
+        )?,
+        error_log: r.optional("server.error_log", non_empty)?,
+        daemon: false,
+        upgrade: false,
+    };
+
+    Ok(Config {
+        listen: SocketAddr::new(listen_host, listen_port).to_string(),
+        upstream: UpstreamConfig {
+            origin,
+            preserve_host: r.get("upstream.preserve_host", false, boolean)?,
+            connect_timeout: r.get(
+                "upstream.connect_timeout",
+                Duration::from_secs(5),
+                positive_duration,
+            )?,
+            read_timeout: r.get(
+                "upstream.read_timeout",
+                Duration::from_secs(30),
+                positive_duration,
+            )?,
+            ca_file: r.optional("upstream.ca_file", |t| {
+                let path = PathBuf::from(t.trim());
+                if path.is_file() {
+                    Ok(path)
+                } else {
+                    Err("is not a readable file".into())
+                }
+            })?,
+        },
+        cache,
+        log_level: r.get("log.level", LevelFilter::Info, level)?,
+        cors,
+        security_headers: r.get("security_headers.enabled", true, boolean)?,
+        admin,
+        server,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["caching-proxy"];
+        argv.extend_from_slice(args);
+        Config::load(&Cli::try_parse_from(argv).unwrap())
+    }
+
+    #[test]
+    fn defaults_with_only_an_origin() {
+        let c = load(&["--origin", "http://127.0.0.1:9000"]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:3000");
+        assert_eq!(c.upstream.origin.addr, "127.0.0.1:9000".parse().unwrap());
+        assert!(!c.upstream.origin.tls);
+        assert_eq!(c.upstream.origin.authority, "127.0.0.1:9000");
+        assert_eq!(c.cache.default_ttl, Duration::from_secs(300));
+        assert_eq!(c.admin.listen, "127.0.0.1:9091".parse().unwrap());
+        assert!(c.security_headers);
+        assert!(!c.cors.enabled);
+    }
+
+    #[test]
+    fn https_origin_defaults_to_443() {
+        let o = origin("https://127.0.0.1").unwrap();
+        assert!(o.tls);
+        assert_eq!(o.addr.port(), 443);
+        assert_eq!(o.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn origin_is_required() {
+        let err = load(&[]).unwrap_err().to_string();
+        assert!(err.contains("upstream.origin is required"), "{err}");
+        assert!(
+            err.contains("--origin") && err.contains("PROXY_ORIGIN"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting_value_and_source() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--cache-max-bytes", "12XB"],
+                r#"cache.max_size: "12XB" is not a size (examples: 512MiB, 2GiB) (from flag --cache-max-bytes)"#,
+            ),
+            (
+                &["--port", "70000"],
+                r#"listen.port: "70000" is not a port"#,
+            ),
+            (
+                &["--cache-ttl", "5 minutes"],
+                r#"cache.default_ttl: "5 minutes" is not a duration"#,
+            ),
+            (
+                &["--cache-size", "0"],
+                r#"cache.max_entries: "0" is not a positive whole number"#,
+            ),
+            (
+                &["--timeout", "0"],
+                r#"upstream.read_timeout: "0" must be greater than 0"#,
+            ),
+            (
+                &["--log-level", "loud"],
+                r#"log.level: "loud" is not a log level"#,
+            ),
+            (
+                &["--enable-cors=perhaps"],
+                r#"cors.enabled: "perhaps" is not a boolean"#,
+            ),
+            (
+                &["--allowed-origins", "app.example"],
+                r#"cors.allowed_origins: "app.example" contains"#,
+            ),
+            (
+                &["--host", "example.com"],
+                r#"listen.host: "example.com" is not an IP address"#,
+            ),
+            (
+                &[
+                    "--cache-max-bytes",
+                    "1MiB",
+                    "--cache-max-object-size",
+                    "2MiB",
+                ],
+                "cache.max_object_size: \"2MiB\" is larger than cache.max_size",
+            ),
+            (
+                &["--admin-port", "3000"],
+                "admin.port: 3000 is also the proxy's listen.port",
+            ),
+            (
+                &["--admin-token", " "],
+                r#"admin.token: " " must not be empty"#,
+            ),
+        ];
+        for (args, expected) in cases {
+            let mut argv = vec!["--origin", "http://127.0.0.1:9000"];
+            argv.extend_from_slice(args);
+            let err = load(&argv).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "args {args:?}: got {err:?}");
+        }
+    }
+
+    #[test]
+    fn bad_origins_are_rejected() {
+        for (url, problem) in [
+            ("localhost:9000", "must start with http:// or https://"),
+            ("ftp://127.0.0.1", "must start with http:// or https://"),
+            ("http://127.0.0.1/api", "must not have a path"),
+            ("http://user:pw@127.0.0.1", "must not contain credentials"),
+            ("http://no-such-host.invalid", "does not resolve"),
+        ] {
+            let err = origin(url).unwrap_err();
+            assert!(err.contains(problem), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn allowed_origins_parse() {
+        assert_eq!(allowed_origins("*").unwrap(), AllowedOrigins::Any);
+        assert_eq!(allowed_origins("").unwrap(), AllowedOrigins::None);
+        let list = allowed_origins("https://a.example, https://b.example/").unwrap();
+        assert!(list.allows("https://A.example"));
+        assert!(list.allows("https://b.example"));
+        assert!(!list.allows("https://c.example"));
+        assert!(allowed_origins("*,https://a.example").is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! caching-proxy: a caching HTTP edge proxy built on Pingora.
+//!
+//! The request path reads top-down: [`server`] wires the services, [`proxy`] runs the
+//! request phases, [`cache`] holds the key, policy and storage, [`config`] the settings.
+//! [`admin`] is a separate service on its own port. [`error`] and [`headers`] are shared by
+//! the proxy and the admin service and depend on neither.
+
+pub mod admin;
+pub mod cache;
+pub mod clear_cache;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod logging;
+pub mod proxy;
+pub mod server;

@@ -1,0 +1,40 @@
+//! The `caching-proxy` binary: parse, load config, build, run.
+
+use std::process::ExitCode;
+
+use caching_proxy::config::{Cli, Config};
+use caching_proxy::{clear_cache, logging, server};
+
+fn main() -> ExitCode {
+    let cli = Cli::try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
+
+    if cli.clear_cache {
+        return match Config::load_admin(&cli)
+            .map_err(|e| e.to_string())
+            .and_then(|admin| clear_cache::clear(&admin).map_err(|e| e.to_string()))
+        {
+            Ok((cleared, url)) => {
+                println!("cache cleared: {cleared} entries removed ({url})");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("caching-proxy: could not clear the cache: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let config = match Config::load(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("caching-proxy: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(config.log_level);
+    if cli.test {
+        println!("caching-proxy: configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    server::build(&config).run_forever()
+}
