@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use log::debug;
+use log::{debug, info, warn};
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
@@ -25,6 +25,22 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// Builds the server, ready for `run_forever`. With `-u`, `bootstrap` waits here for the
 /// old process to hand over its listening sockets.
 pub fn build(config: &Config) -> Server {
+    info!(
+        "caching-proxy {}: proxy on {}, admin on {}, origin {} ({}), cache {} bytes / {} entries",
+        env!("CARGO_PKG_VERSION"),
+        config.listen,
+        config.admin.listen,
+        config.upstream.origin.authority,
+        config.upstream.origin.addr,
+        config.cache.max_bytes,
+        config.cache.max_entries,
+    );
+    if config.admin.token.is_none() && !config.admin.listen.ip().is_loopback() {
+        warn!(
+            "admin service on non-loopback {} without admin.token: clear and purge are refused",
+            config.admin.listen
+        );
+    }
     let mut server = Server::new_with_opt_and_conf(config.pingora_opt(), config.pingora_conf());
     server.bootstrap();
 

@@ -1,0 +1,344 @@
+//! Whole-proxy caching behaviour: the real binary in front of a real origin.
+
+mod support;
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use support::{get, request, Origin, Proxy, ProxyBuilder, Reply};
+
+#[test]
+fn second_get_is_a_hit_with_one_origin_request() {
+    let origin = Origin::cacheable();
+    let proxy = Proxy::start(&origin.url());
+
+    let first = get(&proxy.url("/page"));
+    assert_eq!(first.status, 200);
+    assert_eq!(first.x_cache(), "MISS");
+    assert_eq!(first.body, "body of /page");
+
+    let second = get(&proxy.url("/page"));
+    assert_eq!(second.status, 200);
+    assert_eq!(second.x_cache(), "HIT");
+    assert_eq!(second.body, "body of /page");
+    assert!(second.header("age").is_some(), "a hit carries Age");
+    assert_eq!(second.header("cache-control"), Some("max-age=60"));
+
+    assert_eq!(origin.hits_for("/page"), 1);
+    let stats = proxy.stats();
+    assert_eq!(stats["hits"], 1);
+    assert_eq!(stats["misses"], 1);
+    assert_eq!(stats["entries"], 1);
+}
+
+#[test]
+fn head_is_answered_from_a_stored_get() {
+    let origin = Origin::cacheable();
+    let proxy = Proxy::start(&origin.url());
+    assert_eq!(get(&proxy.url("/h")).x_cache(), "MISS");
+    let head = request("HEAD", &proxy.url("/h"), &[], None);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.x_cache(), "HIT");
+    assert_eq!(head.body, "");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[test]
+fn query_string_is_part_of_the_key_and_forwarded() {
+    let origin = Origin::cacheable();
+    let proxy = Proxy::start(&origin.url());
+
+    assert_eq!(get(&proxy.url("/q?a=1")).body, "body of /q?a=1");
+    assert_eq!(get(&proxy.url("/q?a=2")).body, "body of /q?a=2");
+    let again = get(&proxy.url("/q?a=1"));
+    assert_eq!(again.x_cache(), "HIT");
+    assert_eq!(again.body, "body of /q?a=1");
+    assert_eq!(origin.hits_for("/q?a=1"), 1);
+    assert_eq!(origin.hits_for("/q?a=2"), 1);
+}
+
+#[test]
+fn different_hosts_do_not_share_entries() {
+    let origin = Origin::start(|r| {
+        Reply::ok(format!("for {}", r.header("host").unwrap_or("?")))
+            .header("cache-control", "max-age=60")
+    });
+    let proxy = ProxyBuilder::new(&origin.url())
+        .arg("--preserve-host")
+        .start();
+    let a = request("GET", &proxy.url("/same"), &[("Host", "a.example")], None);
+    let b = request("GET", &proxy.url("/same"), &[("Host", "b.example")], None);
+    assert_eq!((a.x_cache(), b.x_cache()), ("MISS", "MISS"));
+    let a2 = request("GET", &proxy.url("/same"), &[("Host", "a.example")], None);
+    assert_eq!(a2.x_cache(), "HIT");
+    assert_eq!(a2.body, "for a.example");
+    assert_eq!(b.body, "for b.example");
+    assert_eq!(origin.hits_for("/same"), 2);
+    let hosts: Vec<String> = origin
+        .requests()
+        .iter()
+        .map(|r| r.header("host").unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        hosts,
+        ["a.example", "b.example"],
+        "preserve_host sends the client's Host"
+    );
+}
+
+#[test]
+fn upstream_host_is_the_origin_authority_by_default() {
+    let origin = Origin::cacheable();
+    let proxy = Proxy::start(&origin.url());
+    request("GET", &proxy.url("/x"), &[("Host", "client.example")], None);
+    let sent = &origin.requests()[0];
+    assert_eq!(
+        sent.header("host"),
+        Some(origin.addr().to_string().as_str())
+    );
+    assert_eq!(sent.header("x-forwarded-for"), Some("127.0.0.1"));
+}
+
+#[test]
+fn unsafe_methods_are_forwarded_and_never_served_from_cache() {
+    let origin = Origin::start(|r| {
+        Reply::ok(format!(
+            "{} {} {}",
+            r.method,
+            r.target,
+            String::from_utf8_lossy(&r.body)
+        ))
+        .header("cache-control", "max-age=60")
+    });
+    let proxy = Proxy::start(&origin.url());
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        for _ in 0..2 {
+            let resp = request(method, &proxy.url("/res?v=1"), &[], Some("payload"));
+            assert_eq!(resp.status, 200);
+            assert_eq!(resp.x_cache(), "BYPASS", "{method}");
+            assert_eq!(resp.body, format!("{method} /res?v=1 payload"));
+        }
+    }
+    assert_eq!(origin.hits(), 8);
+    let got: Vec<_> = origin.requests().iter().map(|r| r.method.clone()).collect();
+    assert_eq!(
+        got,
+        ["POST", "POST", "PUT", "PUT", "DELETE", "DELETE", "PATCH", "PATCH"]
+    );
+}
+
+#[test]
+fn origin_status_headers_and_body_pass_through() {
+    let origin = Origin::start(|_| {
+        Reply::ok("teapot")
+            .status(418)
+            .header("x-origin", "yes")
+            .header("content-type", "text/plain")
+    });
+    let proxy = Proxy::start(&origin.url());
+    let resp = get(&proxy.url("/tea"));
+    assert_eq!(resp.status, 418);
+    assert_eq!(resp.header("x-origin"), Some("yes"));
+    assert_eq!(resp.header("content-type"), Some("text/plain"));
+    assert_eq!(resp.body, "teapot");
+    assert_eq!(resp.x_cache(), "MISS");
+}
+
+/// Each case is requested twice; none may be stored.
+#[test]
+fn uncacheable_responses_are_not_stored() {
+    let origin = Origin::start(|r| {
+        let reply = Reply::ok("x");
+        match r.path() {
+            "/no-store" => reply.header("cache-control", "no-store, max-age=60"),
+            "/private" => reply.header("cache-control", "private, max-age=60"),
+            "/cookie" => reply
+                .header("set-cookie", "session=1")
+                .header("cache-control", "max-age=60"),
+            "/auth" => reply.header("cache-control", "max-age=60"),
+            "/error" => reply.status(500),
+            _ => reply,
+        }
+    });
+    let proxy = Proxy::start(&origin.url());
+    for path in ["/no-store", "/private", "/cookie", "/error"] {
+        for _ in 0..2 {
+            assert_eq!(get(&proxy.url(path)).x_cache(), "MISS", "{path}");
+        }
+        assert_eq!(origin.hits_for(path), 2, "{path} must not be stored");
+    }
+    for _ in 0..2 {
+        let resp = request(
+            "GET",
+            &proxy.url("/auth"),
+            &[("Authorization", "Bearer t")],
+            None,
+        );
+        assert_eq!(resp.x_cache(), "MISS");
+    }
+    assert_eq!(
+        origin.hits_for("/auth"),
+        2,
+        "responses to Authorization requests are not stored"
+    );
+    assert_eq!(proxy.stats()["entries"], 0);
+}
+
+#[test]
+fn authorization_response_marked_public_is_stored() {
+    let origin =
+        Origin::start(|_| Reply::ok("shared").header("cache-control", "public, max-age=60"));
+    let proxy = Proxy::start(&origin.url());
+    let auth = [("Authorization", "Bearer t")];
+    assert_eq!(
+        request("GET", &proxy.url("/p"), &auth, None).x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        request("GET", &proxy.url("/p"), &auth, None).x_cache(),
+        "HIT"
+    );
+    assert_eq!(origin.hits(), 1);
+}
+
+#[test]
+fn default_ttl_applies_to_responses_without_freshness_and_expires() {
+    let origin = Origin::start(|_| Reply::ok("no freshness info"));
+    let proxy = ProxyBuilder::new(&origin.url())
+        .args(&["--cache-ttl", "1s"])
+        .start();
+    assert_eq!(get(&proxy.url("/d")).x_cache(), "MISS");
+    assert_eq!(get(&proxy.url("/d")).x_cache(), "HIT");
+    assert_eq!(origin.hits(), 1);
+    // Waiting out a 1 s TTL is the behaviour under test, not synchronisation.
+    thread::sleep(Duration::from_millis(2100));
+    assert_eq!(get(&proxy.url("/d")).x_cache(), "MISS");
+    assert_eq!(origin.hits(), 2);
+}
+
+#[test]
+fn zero_default_ttl_stores_only_responses_with_freshness() {
+    let origin = Origin::start(|r| match r.path() {
+        "/explicit" => Reply::ok("e").header("cache-control", "max-age=60"),
+        _ => Reply::ok("none"),
+    });
+    let proxy = ProxyBuilder::new(&origin.url())
+        .args(&["--cache-ttl", "0"])
+        .start();
+    for _ in 0..2 {
+        get(&proxy.url("/none"));
+        get(&proxy.url("/explicit"));
+    }
+    assert_eq!(origin.hits_for("/none"), 2);
+    assert_eq!(origin.hits_for("/explicit"), 1);
+}
+
+#[test]
+fn entry_bound_evicts_and_is_never_exceeded() {
+    let origin = Origin::cacheable();
+    let proxy = ProxyBuilder::new(&origin.url())
+        .args(&["--cache-size", "5"])
+        .start();
+    for i in 0..20 {
+        assert_eq!(get(&proxy.url(&format!("/e{i}"))).status, 200);
+        let entries = proxy.stats()["entries"].as_u64().unwrap();
+        assert!(entries <= 5, "after {i}: {entries} entries");
+    }
+    let stats = proxy.stats();
+    assert_eq!(stats["entries"], 5);
+    assert_eq!(stats["evictions"], 15);
+    assert_eq!(
+        get(&proxy.url("/e19")).x_cache(),
+        "HIT",
+        "the newest entry survives"
+    );
+    assert_eq!(
+        get(&proxy.url("/e0")).x_cache(),
+        "MISS",
+        "the oldest entry was evicted"
+    );
+}
+
+#[test]
+fn byte_bound_evicts_and_is_never_exceeded() {
+    let body = "x".repeat(4096);
+    let origin =
+        Origin::start(move |_| Reply::ok(body.clone()).header("cache-control", "max-age=60"));
+    let max = 64 * 1024;
+    let proxy = ProxyBuilder::new(&origin.url())
+        .args(&[
+            "--cache-max-bytes",
+            "64KiB",
+            "--cache-max-object-size",
+            "8KiB",
+        ])
+        .start();
+    for i in 0..40 {
+        assert_eq!(get(&proxy.url(&format!("/b{i}"))).body.len(), 4096);
+        let bytes = proxy.stats()["bytes"].as_u64().unwrap();
+        assert!(bytes <= max, "after {i}: {bytes} bytes cached, bound {max}");
+    }
+    let stats = proxy.stats();
+    assert!(stats["evictions"].as_u64().unwrap() > 0);
+    let entries = stats["entries"].as_u64().unwrap();
+    assert!(
+        (10..16).contains(&entries),
+        "{entries} entries of 4 KiB in 64 KiB"
+    );
+    assert_eq!(get(&proxy.url("/b39")).x_cache(), "HIT");
+}
+
+#[test]
+fn bodies_over_the_object_limit_are_served_but_not_stored() {
+    let origin =
+        Origin::start(|_| Reply::ok("y".repeat(20_000)).header("cache-control", "max-age=60"));
+    let proxy = ProxyBuilder::new(&origin.url())
+        .args(&["--cache-max-object-size", "10KiB"])
+        .start();
+    for _ in 0..2 {
+        let resp = get(&proxy.url("/big"));
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body.len(), 20_000);
+        assert_eq!(resp.x_cache(), "MISS");
+    }
+    assert_eq!(origin.hits(), 2);
+    assert_eq!(proxy.stats()["entries"], 0);
+}
+
+#[test]
+fn concurrent_gets_of_one_slow_url_reach_the_origin_once() {
+    let origin = Origin::start(|_| {
+        Reply::ok("slow body")
+            .header("cache-control", "max-age=60")
+            .delay(Duration::from_millis(500))
+    });
+    let proxy = Proxy::start(&origin.url());
+    let url = proxy.url("/slow");
+    let barrier = Arc::new(Barrier::new(20));
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            let url = url.clone();
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                get(&url)
+            })
+        })
+        .collect();
+    let responses: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for r in &responses {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, "slow body");
+    }
+    assert_eq!(
+        origin.hits(),
+        1,
+        "20 concurrent requests made one origin request"
+    );
+    let misses = responses.iter().filter(|r| r.x_cache() == "MISS").count();
+    assert_eq!(
+        misses, 1,
+        "one request filled the cache, the others were served from it"
+    );
+}

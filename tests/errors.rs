@@ -1,0 +1,100 @@
+//! Failures: unreachable and slow origins, bad requests. Each gets a JSON error with the
+//! right status, and the proxy keeps serving afterwards.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{free_port, get, raw, Origin, Proxy, ProxyBuilder, Reply};
+
+fn assert_json_error(resp: &support::Response, status: u16, code: &str) {
+    assert_eq!(resp.status, status, "{resp:?}");
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let body = resp.json();
+    assert_eq!(body["code"], code, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(
+        body["request_id"].as_str(),
+        resp.header("x-request-id"),
+        "the body names the request ID the headers carry"
+    );
+    assert_eq!(resp.header("x-content-type-options"), Some("nosniff"));
+}
+
+#[test]
+fn origin_down_gives_502_then_the_proxy_serves_normally_once_it_is_back() {
+    let port = free_port();
+    let proxy = Proxy::start(&format!("http://127.0.0.1:{port}"));
+
+    let down = get(&proxy.url("/a"));
+    assert_json_error(&down, 502, "ORIGIN_UNREACHABLE");
+    assert_eq!(down.x_cache(), "MISS");
+    // Again, to show the failure left nothing behind (no cached error, no stuck lock).
+    assert_json_error(&get(&proxy.url("/a")), 502, "ORIGIN_UNREACHABLE");
+
+    let origin = Origin::start_on(port, |_| {
+        Reply::ok("back").header("cache-control", "max-age=60")
+    });
+    let up = get(&proxy.url("/a"));
+    assert_eq!(up.status, 200);
+    assert_eq!(up.body, "back");
+    assert_eq!(up.x_cache(), "MISS");
+    assert_eq!(get(&proxy.url("/a")).x_cache(), "HIT");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[test]
+fn origin_slower_than_the_read_timeout_gives_504() {
+    let origin = Origin::start(|r| match r.path() {
+        "/slow" => Reply::ok("late").delay(Duration::from_secs(3)),
+        _ => Reply::ok("fast"),
+    });
+    let proxy = ProxyBuilder::new(&origin.url())
+        .args(&["--timeout", "500ms"])
+        .start();
+    let slow = get(&proxy.url("/slow"));
+    assert_json_error(&slow, 504, "ORIGIN_TIMEOUT");
+    let fast = get(&proxy.url("/fast"));
+    assert_eq!(fast.status, 200);
+    assert_eq!(fast.body, "fast");
+}
+
+#[test]
+fn unparseable_requests_are_refused_and_the_proxy_keeps_serving() {
+    let origin = Origin::cacheable();
+    let proxy = Proxy::start(&origin.url());
+    let answer = raw(proxy.addr(), b"GARBAGE\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    let answer = raw(proxy.addr(), b"GET / HTTP/1.1\r\nBad Header\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert_eq!(origin.hits(), 0);
+    assert_eq!(get(&proxy.url("/ok")).status, 200);
+}
+
+#[test]
+fn request_without_host_gets_a_json_400() {
+    let origin = Origin::cacheable();
+    let proxy = Proxy::start(&origin.url());
+    let answer = raw(
+        proxy.addr(),
+        b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert!(answer.contains("\"code\":\"BAD_REQUEST\""), "{answer:?}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("x-frame-options: deny"),
+        "{answer:?}"
+    );
+    assert_eq!(origin.hits(), 0);
+}
+
+#[test]
+fn origin_5xx_is_passed_through_not_rewritten() {
+    let origin = Origin::start(|_| Reply::ok("origin says no").status(503));
+    let proxy = Proxy::start(&origin.url());
+    let resp = get(&proxy.url("/x"));
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.body, "origin says no");
+}

@@ -1,0 +1,11 @@
+//! Shared helpers for the whole-proxy tests: a scripted origin that records what it
+//! receives, the real `caching-proxy` binary on ephemeral ports, and a small HTTP client.
+#![allow(dead_code, unused_imports)] // each test file uses a different subset
+
+pub mod client;
+pub mod origin;
+pub mod proxy;
+
+pub use client::{get, raw, request, Response};
+pub use origin::{Origin, Recorded, Reply};
+pub use proxy::{free_port, Proxy, ProxyBuilder};

@@ -1,0 +1,234 @@
+//! A real HTTP/1.1 origin on 127.0.0.1 whose answers are scripted per request and which
+//! records every request it receives (method, target, headers, body).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// A request as the origin received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+}
+
+/// What the origin answers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<Vec<u8>>) -> Self {
+        Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
+
+struct State {
+    handler: Box<Handler>,
+    requests: Mutex<Vec<Recorded>>,
+}
+
+pub struct Origin {
+    addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl Origin {
+    /// Starts an origin on an ephemeral port.
+    pub fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Origin {
+        Self::start_on(0, handler)
+    }
+
+    /// Starts an origin on a given port (0 for an ephemeral one).
+    pub fn start_on(
+        port: u16,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Origin {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind origin");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            handler: Box::new(handler),
+            requests: Mutex::new(Vec::new()),
+        });
+        let s = state.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let s = s.clone();
+                thread::spawn(move || serve(stream, &s));
+            }
+        });
+        Origin { addr, state }
+    }
+
+    /// An origin answering every request with 200 and `Cache-Control: max-age=60`, with a
+    /// body naming the request target.
+    pub fn cacheable() -> Origin {
+        Self::start(|r| {
+            Reply::ok(format!("body of {}", r.target)).header("cache-control", "max-age=60")
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// How many requests arrived in all.
+    pub fn hits(&self) -> usize {
+        self.state.requests.lock().unwrap().len()
+    }
+
+    /// How many requests arrived for this path and query.
+    pub fn hits_for(&self, target: &str) -> usize {
+        self.state
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.target == target)
+            .count()
+    }
+}
+
+fn serve(stream: TcpStream, state: &State) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let Some(request) = read_request(&mut reader) else {
+            return;
+        };
+        let close = request
+            .header("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("close"));
+        state.requests.lock().unwrap().push(request.clone());
+        let reply = (state.handler)(&request);
+        if !reply.delay.is_zero() {
+            thread::sleep(reply.delay);
+        }
+        let mut head = format!("HTTP/1.1 {} X\r\n", reply.status);
+        let mut has_length = false;
+        for (k, v) in &reply.headers {
+            has_length |= k.eq_ignore_ascii_case("content-length");
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !has_length {
+            head.push_str(&format!("content-length: {}\r\n", reply.body.len()));
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        if request.method != "HEAD" {
+            out.extend_from_slice(&reply.body);
+        }
+        if writer.write_all(&out).is_err() || close {
+            return;
+        }
+    }
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Recorded> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if reader.read_until(b'\n', &mut line).ok()? == 0 {
+            return None;
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(&head).ok()?;
+    let headers: HashMap<String, String> = req
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    if let Some(len) = headers
+        .get("content-length")
+        .and_then(|l| l.parse::<usize>().ok())
+    {
+        body.resize(len, 0);
+        reader.read_exact(&mut body).ok()?;
+    } else if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let mut size_line = String::new();
+            reader.read_line(&mut size_line).ok()?;
+            let size = usize::from_str_radix(size_line.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    }
+    Some(Recorded {
+        method: req.method?.to_owned(),
+        target: req.path?.to_owned(),
+        headers,
+        body,
+    })
+}
