@@ -134,6 +134,7 @@ pub fn command() -> Command {
                 .long("config")
                 .visible_alias("conf")
                 .env("PROXY_CONFIG")
+                .hide_env_values(true)
                 .value_name("FILE")
                 .help("YAML config file (see conf/caching-proxy.yaml)"),
         )
@@ -147,7 +148,12 @@ pub fn command() -> Command {
                 .help("Clear the cache of the running instance (through its admin service) and exit"),
         );
     for s in SETTINGS {
-        let arg = Arg::new(s.key).long(s.flag).env(s.env).help(s.help);
+        // Env values stay out of --help: the admin token is one of them.
+        let arg = Arg::new(s.key)
+            .long(s.flag)
+            .env(s.env)
+            .hide_env_values(true)
+            .help(s.help);
         let arg = match s.kind {
             Kind::Value | Kind::List => arg.value_name("VALUE"),
             Kind::Switch => arg

@@ -7,5 +7,5 @@ pub mod origin;
 pub mod proxy;
 
 pub use client::{get, raw, request, Response};
-pub use origin::{Origin, Recorded, Reply};
+pub use origin::{Origin, Recorded, Reply, TestPki};
 pub use proxy::{free_port, Proxy, ProxyBuilder};

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -70,6 +70,36 @@ type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
 struct State {
     handler: Box<Handler>,
     requests: Mutex<Vec<Recorded>>,
+    /// Server names clients asked for in TLS handshakes, one per connection.
+    sni: Mutex<Vec<String>>,
+}
+
+/// A CA and a certificate it signed, in PEM, for TLS origins.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestPki {
+    /// A fresh CA and a leaf certificate for `names`.
+    pub fn new(names: &[&str]) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        TestPki {
+            ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
 }
 
 pub struct Origin {
@@ -90,10 +120,7 @@ impl Origin {
     ) -> Origin {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind origin");
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(State {
-            handler: Box::new(handler),
-            requests: Mutex::new(Vec::new()),
-        });
+        let state = new_state(handler);
         let s = state.clone();
         thread::spawn(move || {
             for stream in listener.incoming() {
@@ -103,6 +130,56 @@ impl Origin {
             }
         });
         Origin { addr, state }
+    }
+
+    /// Starts an HTTPS origin on an ephemeral port, presenting `pki`'s certificate.
+    pub fn start_tls(
+        pki: &TestPki,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Origin {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(pki.cert_pem.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        let addr = listener.local_addr().unwrap();
+        let state = new_state(handler);
+        let s = state.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let s = s.clone();
+                let config = config.clone();
+                thread::spawn(move || {
+                    let conn = rustls::ServerConnection::new(config).unwrap();
+                    let mut tls = rustls::StreamOwned::new(conn, stream);
+                    while tls.conn.is_handshaking() {
+                        if tls.conn.complete_io(&mut tls.sock).is_err() {
+                            return;
+                        }
+                    }
+                    if let Some(name) = tls.conn.server_name() {
+                        s.sni.lock().unwrap().push(name.to_owned());
+                    }
+                    serve(tls, &s);
+                });
+            }
+        });
+        Origin { addr, state }
+    }
+
+    /// The server names asked for in TLS handshakes so far.
+    pub fn sni(&self) -> Vec<String> {
+        self.state.sni.lock().unwrap().clone()
     }
 
     /// An origin answering every request with 200 and `Cache-Control: max-age=60`, with a
@@ -142,9 +219,16 @@ impl Origin {
     }
 }
 
-fn serve(stream: TcpStream, state: &State) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
+fn new_state(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Arc<State> {
+    Arc::new(State {
+        handler: Box::new(handler),
+        requests: Mutex::new(Vec::new()),
+        sni: Mutex::new(Vec::new()),
+    })
+}
+
+fn serve<S: Read + Write>(stream: S, state: &State) {
+    let mut reader = BufReader::new(stream);
     loop {
         let Some(request) = read_request(&mut reader) else {
             return;
@@ -171,13 +255,14 @@ fn serve(stream: TcpStream, state: &State) {
         if request.method != "HEAD" {
             out.extend_from_slice(&reply.body);
         }
-        if writer.write_all(&out).is_err() || close {
+        let writer = reader.get_mut();
+        if writer.write_all(&out).and_then(|_| writer.flush()).is_err() || close {
             return;
         }
     }
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Recorded> {
+fn read_request<S: Read>(reader: &mut BufReader<S>) -> Option<Recorded> {
     let mut head = Vec::new();
     loop {
         let mut line = Vec::new();

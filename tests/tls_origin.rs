@@ -1,0 +1,75 @@
+//! `https://` origins: TLS with SNI and certificate verification.
+
+mod support;
+
+use support::{get, Origin, ProxyBuilder, Reply, TestPki};
+
+fn tls_origin(pki: &TestPki) -> Origin {
+    Origin::start_tls(pki, |r| {
+        Reply::ok(format!(
+            "secure {} via {}",
+            r.target,
+            r.header("host").unwrap_or("?")
+        ))
+        .header("cache-control", "max-age=60")
+    })
+}
+
+fn ca_file(dir: &tempfile::TempDir, pki: &TestPki) -> String {
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, &pki.ca_pem).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn https_origin_with_sni_and_a_trusted_certificate() {
+    let pki = TestPki::new(&["localhost"]);
+    let origin = tls_origin(&pki);
+    let dir = tempfile::tempdir().unwrap();
+    let origin_url = format!("https://localhost:{}", origin.addr().port());
+    let proxy = ProxyBuilder::new(&origin_url)
+        .args(&["--ca-file", &ca_file(&dir, &pki)])
+        .start();
+
+    let first = get(&proxy.url("/s?q=1"));
+    assert_eq!(first.status, 200, "{first:?}\n{}", proxy.log());
+    assert_eq!(
+        first.body,
+        format!("secure /s?q=1 via localhost:{}", origin.addr().port())
+    );
+    assert_eq!(first.x_cache(), "MISS");
+    assert_eq!(get(&proxy.url("/s?q=1")).x_cache(), "HIT");
+    assert_eq!(origin.sni(), ["localhost"]);
+}
+
+#[test]
+fn untrusted_certificate_is_refused_with_502() {
+    let pki = TestPki::new(&["localhost"]);
+    let origin = tls_origin(&pki);
+    let origin_url = format!("https://localhost:{}", origin.addr().port());
+    // No --ca-file: the test CA is not trusted.
+    let proxy = ProxyBuilder::new(&origin_url).start();
+    let resp = get(&proxy.url("/s"));
+    assert_eq!(resp.status, 502);
+    assert_eq!(resp.json()["code"], "ORIGIN_UNREACHABLE");
+    assert_eq!(
+        origin.hits(),
+        0,
+        "no request is sent over an unverified connection"
+    );
+}
+
+#[test]
+fn certificate_for_another_name_is_refused_with_502() {
+    let pki = TestPki::new(&["origin.example"]);
+    let origin = tls_origin(&pki);
+    let dir = tempfile::tempdir().unwrap();
+    let origin_url = format!("https://localhost:{}", origin.addr().port());
+    let proxy = ProxyBuilder::new(&origin_url)
+        .args(&["--ca-file", &ca_file(&dir, &pki)])
+        .start();
+    let resp = get(&proxy.url("/s"));
+    assert_eq!(resp.status, 502);
+    assert_eq!(resp.json()["code"], "ORIGIN_UNREACHABLE");
+    assert_eq!(origin.hits(), 0);
+}
