@@ -4,9 +4,9 @@
 //! `PROXY_ADMIN_*`, `--admin-port`, ...), so on one machine the plain command reaches the
 //! instance running with the defaults.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::admin::health::connectable;
 use crate::config::AdminConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,20 +29,9 @@ pub enum ClearError {
     },
 }
 
-/// The address to connect to for an admin service listening on `listen`: a wildcard listen
-/// address is reached through loopback.
-fn target(listen: SocketAddr) -> SocketAddr {
-    let ip = match listen.ip() {
-        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, listen.port())
-}
-
 /// Clears the cache; returns how many entries were removed and the URL used.
 pub fn clear(admin: &AdminConfig) -> Result<(u64, String), ClearError> {
-    let url = format!("http://{}/cache", target(admin.listen));
+    let url = format!("http://{}/cache", connectable(admin.listen));
     let agent = ureq::AgentBuilder::new()
         .timeout(TIMEOUT)
         .redirects(0)
@@ -90,26 +79,5 @@ pub fn clear(admin: &AdminConfig) -> Result<(u64, String), ClearError> {
             url,
             cause: e.to_string(),
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wildcard_listen_is_reached_on_loopback() {
-        assert_eq!(
-            target("0.0.0.0:9091".parse().unwrap()),
-            "127.0.0.1:9091".parse().unwrap()
-        );
-        assert_eq!(
-            target("[::]:9091".parse().unwrap()),
-            "[::1]:9091".parse().unwrap()
-        );
-        assert_eq!(
-            target("10.1.2.3:9091".parse().unwrap()),
-            "10.1.2.3:9091".parse().unwrap()
-        );
     }
 }

@@ -36,5 +36,11 @@ fn main() -> ExitCode {
         println!("caching-proxy: configuration OK");
         return ExitCode::SUCCESS;
     }
-    server::build(&config).run_forever()
+    match server::build(&config) {
+        Ok(server) => server.run_forever(),
+        Err(e) => {
+            eprintln!("caching-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! expired cache entries, and the readiness flag, which turns ready once the proxy and admin
 //! services are up.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +14,9 @@ use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy_service_with_name;
+use socket2::{Domain, Socket, Type};
 
-use crate::admin::{AdminApp, Readiness, ReadinessService};
+use crate::admin::{AdminApp, ProbeToken, Readiness, ReadinessService};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::proxy::Proxy;
@@ -22,9 +24,48 @@ use crate::proxy::Proxy;
 /// How often expired cache entries are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
+/// A reason the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({setting}): {error}")]
+    Listen {
+        setting: &'static str,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+}
+
+/// Checks that the listen addresses can be bound, so that a port in use is a clear start-up
+/// error: Pingora binds inside a service thread, where a failure only panics that thread.
+/// Skipped on upgrade (`-u`), where the running instance hands its sockets over.
+fn check_listen_addresses(config: &Config) -> Result<(), StartError> {
+    if config.server.upgrade {
+        return Ok(());
+    }
+    for (setting, addr) in [
+        ("listen.host/listen.port", config.listen),
+        ("admin.host/admin.port", config.admin.listen),
+    ] {
+        let bind = || -> std::io::Result<()> {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+            // As Pingora does, so that connections in TIME_WAIT from a previous run do not
+            // count as "in use".
+            socket.set_reuse_address(true)?;
+            socket.bind(&addr.into())
+        };
+        bind().map_err(|error| StartError::Listen {
+            setting,
+            addr,
+            error,
+        })?;
+    }
+    Ok(())
+}
+
 /// Builds the server, ready for `run_forever`. With `-u`, `bootstrap` waits here for the
 /// old process to hand over its listening sockets.
-pub fn build(config: &Config) -> Server {
+pub fn build(config: &Config) -> Result<Server, StartError> {
+    check_listen_addresses(config)?;
     info!(
         "caching-proxy {}: proxy on {}, admin on {}, origin {} ({}), cache {} bytes / {} entries",
         env!("CARGO_PKG_VERSION"),
@@ -46,13 +87,14 @@ pub fn build(config: &Config) -> Server {
 
     let cache = Arc::new(Cache::in_memory(&config.cache));
     let readiness = Readiness::default();
+    let probe = ProbeToken::new();
 
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
-        Proxy::new(config, cache.clone()),
+        Proxy::new(config, cache.clone(), probe.clone()),
         "caching-proxy",
     );
-    proxy.add_tcp(&config.listen);
+    proxy.add_tcp(&config.listen.to_string());
 
     let mut admin = Service::new(
         "admin".to_owned(),
@@ -61,6 +103,7 @@ pub fn build(config: &Config) -> Server {
             &config.cache,
             cache.clone(),
             readiness.clone(),
+            probe.clone(),
         ),
     );
     admin.add_tcp(&config.admin.listen.to_string());
@@ -74,10 +117,17 @@ pub fn build(config: &Config) -> Server {
             every: SWEEP_INTERVAL,
         },
     ));
-    let ready = server.add_service(background_service("readiness", ReadinessService(readiness)));
+    let ready = server.add_service(background_service(
+        "readiness",
+        ReadinessService {
+            readiness,
+            listeners: vec![config.listen, config.admin.listen],
+            token: probe,
+        },
+    ));
     ready.add_dependency(&proxy);
     ready.add_dependency(&admin);
-    server
+    Ok(server)
 }
 
 /// Periodically frees cache entries that can no longer be served.

@@ -81,6 +81,7 @@ fn clear_cache_reads_the_admin_port_from_env() {
     let origin = Origin::cacheable();
     let proxy = Proxy::start(&origin.url());
     get(&proxy.url("/c"));
+    proxy.wait_stored(1);
     let admin_port = proxy.admin_port.to_string();
     let out = run(&["--clear-cache"], &[("PROXY_ADMIN_PORT", &admin_port)]);
     assert!(out.status.success(), "{out:?}");
@@ -107,6 +108,7 @@ fn mutating_endpoints_need_the_token_when_one_is_set() {
         .args(&["--admin-token", "s3cret"])
         .start();
     get(&proxy.url("/t"));
+    proxy.wait_stored(1);
 
     let none = request("DELETE", &proxy.admin_url("/cache"), &[], None);
     assert_eq!(none.status, 401);
@@ -149,6 +151,7 @@ fn mutating_endpoints_need_the_token_when_one_is_set() {
     assert_eq!(ok.json()["cleared"], 1);
 
     get(&proxy.url("/t"));
+    proxy.wait_stored(1);
     let cli = run(
         &["--clear-cache", "--admin-port", &admin_port],
         &[("PROXY_ADMIN_TOKEN", "s3cret")],
@@ -163,6 +166,7 @@ fn purge_removes_one_url() {
     let proxy = Proxy::start(&origin.url());
     get(&proxy.url("/keep"));
     get(&proxy.url("/drop?x=1"));
+    proxy.wait_stored(2);
     let url = proxy.url("/drop?x=1");
     let purged = request(
         "POST",
@@ -199,6 +203,7 @@ fn without_a_token_mutations_need_a_loopback_admin_address() {
         .args(&["--admin-host", "0.0.0.0"])
         .start();
     get(&proxy.url("/t"));
+    proxy.wait_stored(1);
     let refused = request("DELETE", &proxy.admin_url("/cache"), &[], None);
     assert_eq!(refused.status, 403);
     assert_eq!(refused.json()["code"], "FORBIDDEN");

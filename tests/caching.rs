@@ -245,14 +245,14 @@ fn entry_bound_evicts_and_is_never_exceeded() {
         let entries = proxy.stats()["entries"].as_u64().unwrap();
         assert!(entries <= 5, "after {i}: {entries} entries");
     }
-    let stats = proxy.stats();
-    assert_eq!(stats["entries"], 5);
-    assert_eq!(stats["evictions"], 15);
     assert_eq!(
         get(&proxy.url("/e19")).x_cache(),
         "HIT",
         "the newest entry survives"
     );
+    let stats = proxy.stats();
+    assert_eq!(stats["entries"], 5);
+    assert_eq!(stats["evictions"], 15);
     assert_eq!(
         get(&proxy.url("/e0")).x_cache(),
         "MISS",
@@ -279,6 +279,7 @@ fn byte_bound_evicts_and_is_never_exceeded() {
         let bytes = proxy.stats()["bytes"].as_u64().unwrap();
         assert!(bytes <= max, "after {i}: {bytes} bytes cached, bound {max}");
     }
+    assert_eq!(get(&proxy.url("/b39")).x_cache(), "HIT");
     let stats = proxy.stats();
     assert!(stats["evictions"].as_u64().unwrap() > 0);
     let entries = stats["entries"].as_u64().unwrap();
@@ -286,7 +287,6 @@ fn byte_bound_evicts_and_is_never_exceeded() {
         (10..16).contains(&entries),
         "{entries} entries of 4 KiB in 64 KiB"
     );
-    assert_eq!(get(&proxy.url("/b39")).x_cache(), "HIT");
 }
 
 #[test]
@@ -341,4 +341,50 @@ fn concurrent_gets_of_one_slow_url_reach_the_origin_once() {
         misses, 1,
         "one request filled the cache, the others were served from it"
     );
+}
+
+#[test]
+fn vary_keeps_variants_apart() {
+    let origin = Origin::start(|r| {
+        Reply::ok(format!(
+            "lang={}",
+            r.header("accept-language").unwrap_or("none")
+        ))
+        .header("cache-control", "max-age=60")
+        .header("vary", "Accept-Language")
+    });
+    let proxy = Proxy::start(&origin.url());
+    let lang = |l: &str| request("GET", &proxy.url("/v"), &[("Accept-Language", l)], None);
+    assert_eq!(lang("en").x_cache(), "MISS");
+    assert_eq!(lang("fr").x_cache(), "MISS");
+    let en = lang("en");
+    assert_eq!((en.x_cache(), en.body.as_str()), ("HIT", "lang=en"));
+    let fr = lang("fr");
+    assert_eq!((fr.x_cache(), fr.body.as_str()), ("HIT", "lang=fr"));
+    assert_eq!(origin.hits(), 2);
+
+    // Purging the URL removes every variant.
+    let url = proxy.url("/v");
+    let purged = request(
+        "POST",
+        &proxy.admin_url("/cache/purge"),
+        &[],
+        Some(&format!(r#"{{"url":"{url}"}}"#)),
+    );
+    assert_eq!(purged.json()["purged"], true);
+    assert_eq!(lang("en").x_cache(), "MISS");
+    assert_eq!(lang("fr").x_cache(), "MISS");
+}
+
+#[test]
+fn vary_star_is_never_served_from_cache() {
+    let origin = Origin::start(|_| {
+        Reply::ok("x")
+            .header("cache-control", "max-age=60")
+            .header("vary", "*")
+    });
+    let proxy = Proxy::start(&origin.url());
+    assert_eq!(get(&proxy.url("/star")).x_cache(), "MISS");
+    assert_eq!(get(&proxy.url("/star")).x_cache(), "MISS");
+    assert_eq!(origin.hits(), 2);
 }

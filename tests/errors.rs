@@ -98,3 +98,31 @@ fn origin_5xx_is_passed_through_not_rewritten() {
     assert_eq!(resp.status, 503);
     assert_eq!(resp.body, "origin says no");
 }
+
+#[test]
+fn port_in_use_is_a_clear_start_up_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let admin = free_port().to_string();
+    let out = support::proxy::run(
+        &[
+            "--origin",
+            "http://127.0.0.1:9",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--admin-port",
+            &admin,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} (listen.host/listen.port)"
+        )),
+        "{stderr}"
+    );
+}

@@ -1,12 +1,28 @@
-//! Readiness: ready once the server's services are running, not ready again as soon as a
-//! shutdown begins, so load balancers stop sending traffic before the listeners close.
+//! Readiness: ready once the proxy and admin listeners accept connections, not ready again
+//! as soon as a shutdown begins, so load balancers stop sending traffic before the
+//! listeners close.
+//!
+//! Pingora reports a listening service started before its sockets are bound, retries a bind
+//! to a port in use for 30 s, and then panics that service's thread while the rest of the
+//! process runs on. So readiness is established by asking our own listeners a question only
+//! this process can answer (a per-process [`ProbeToken`], echoed back), and a listener that
+//! never answers ends the process instead of leaving it half up. A plain connect would not
+//! do: while our bind is being retried, another process may be the one accepting.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use http::HeaderValue;
+use log::{error, info};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long the listeners may take to start accepting.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);
@@ -21,15 +37,119 @@ impl Readiness {
     }
 }
 
-/// A background service that marks the process ready when it starts (after the services it
-/// depends on) and not ready when shutdown begins.
-pub struct ReadinessService(pub Readiness);
+/// Header carrying the probe token; a listener of this process echoes it back.
+pub const PROBE_HEADER: &str = "x-caching-proxy-probe";
+
+/// A random value known only to this process, used to recognise its own listeners.
+#[derive(Debug, Clone)]
+pub struct ProbeToken(HeaderValue);
+
+impl ProbeToken {
+    pub fn new() -> Self {
+        let token = crate::headers::new_request_id();
+        ProbeToken(HeaderValue::from_str(&token).expect("hex is a valid header value"))
+    }
+
+    /// Whether a request carries this process's token.
+    pub fn matches(&self, value: Option<&HeaderValue>) -> bool {
+        value == Some(&self.0)
+    }
+
+    pub fn value(&self) -> &HeaderValue {
+        &self.0
+    }
+}
+
+impl Default for ProbeToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Marks the process ready once every address in `listeners` answers the probe, and not
+/// ready when shutdown begins.
+pub struct ReadinessService {
+    pub readiness: Readiness,
+    pub listeners: Vec<SocketAddr>,
+    pub token: ProbeToken,
+}
+
+/// Sends the probe to `addr`; true when the answer echoes our token.
+async fn answers_probe(addr: SocketAddr, token: &ProbeToken) -> bool {
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!(
+            "GET /health/live HTTP/1.1\r\nHost: readiness\r\n{PROBE_HEADER}: {}\r\nConnection: close\r\n\r\n",
+            token.value().to_str().unwrap_or_default()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::with_capacity(1024);
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    match tokio::time::timeout(Duration::from_secs(1), probe).await {
+        Ok(Ok(answer)) => {
+            let expected = format!(
+                "{PROBE_HEADER}: {}",
+                token.value().to_str().unwrap_or_default()
+            );
+            String::from_utf8_lossy(&answer)
+                .to_ascii_lowercase()
+                .contains(&expected)
+        }
+        _ => false,
+    }
+}
+
+/// Where to connect to reach a listener: wildcard addresses are reached through loopback.
+pub fn connectable(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
 
 #[async_trait]
 impl BackgroundService for ReadinessService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        self.0.set(true);
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        for &listen in &self.listeners {
+            let addr = connectable(listen);
+            loop {
+                if *shutdown.borrow() {
+                    return;
+                }
+                if answers_probe(addr, &self.token).await {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    error!(
+                        "cannot listen on {listen}: this process does not answer there after \
+                         {STARTUP_DEADLINE:?} (is the port held by another process?); exiting"
+                    );
+                    std::process::exit(1);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.readiness.set(true);
+        info!("ready: accepting on {:?}", self.listeners);
         let _ = shutdown.changed().await;
-        self.0.set(false);
+        self.readiness.set(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_listen_is_reached_on_loopback() {
+        let c = |a: &str| connectable(a.parse().unwrap());
+        assert_eq!(c("0.0.0.0:9091"), "127.0.0.1:9091".parse().unwrap());
+        assert_eq!(c("[::]:9091"), "[::1]:9091".parse().unwrap());
+        assert_eq!(c("10.1.2.3:9091"), "10.1.2.3:9091".parse().unwrap());
     }
 }

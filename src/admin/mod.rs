@@ -5,6 +5,9 @@
 //! |--------|-----------------|----------------------------------------|-------|
 //! | GET    | `/health/live`  | 200 while the process serves           | no    |
 //! | GET    | `/health/ready` | 200 when serving, 503 starting/draining| no    |
+//!
+//! Health answers name the process (`pid`): during a binary upgrade two processes serve, and
+//! an operator can see which one answered.
 //! | GET    | `/cache/stats`  | counters and usage, JSON               | no    |
 //! | DELETE | `/cache`        | removes every entry                    | yes   |
 //! | POST   | `/cache/purge`  | removes one URL (`{"url": "..."}`)     | yes   |
@@ -29,7 +32,7 @@ use crate::cache::{key, Cache};
 use crate::config::{AdminConfig, CacheConfig};
 use crate::error::{json_body, ErrorKind};
 use crate::headers::{self, SECURITY_HEADERS, X_REQUEST_ID};
-pub use health::{Readiness, ReadinessService};
+pub use health::{ProbeToken, Readiness, ReadinessService, PROBE_HEADER};
 
 /// Largest request body the admin service reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -39,6 +42,7 @@ pub struct AdminApp {
     token: Option<String>,
     listens_on_loopback: bool,
     readiness: Readiness,
+    probe: ProbeToken,
     max_bytes: usize,
     max_entries: usize,
 }
@@ -59,12 +63,14 @@ impl AdminApp {
         cache_config: &CacheConfig,
         cache: Arc<Cache>,
         readiness: Readiness,
+        probe: ProbeToken,
     ) -> Self {
         AdminApp {
             cache,
             token: admin.token.clone(),
             listens_on_loopback: admin.listen.ip().is_loopback(),
             readiness,
+            probe,
             max_bytes: cache_config.max_bytes,
             max_entries: cache_config.max_entries,
         }
@@ -108,7 +114,10 @@ impl AdminApp {
             }
             ("/health/ready", &Method::GET | &Method::HEAD) => {
                 if self.readiness.is_ready() {
-                    Ok((StatusCode::OK, json!({"status": "ready"})))
+                    Ok((
+                        StatusCode::OK,
+                        json!({"status": "ready", "pid": std::process::id()}),
+                    ))
                 } else {
                     Err((
                         ErrorKind::ServiceUnavailable,
@@ -228,6 +237,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let request_id = headers::request_id(session.req_header().headers.get(X_REQUEST_ID));
+        let probed = self
+            .probe
+            .matches(session.req_header().headers.get(PROBE_HEADER));
         let (status, body) = match self.route(session).await {
             Ok((status, value)) => {
                 let mut body = serde_json::to_vec(&value).expect("JSON values serialise");
@@ -248,6 +260,9 @@ impl ServeHttp for AdminApp {
         // Admin responses always carry the security headers, whatever the proxy setting.
         for (name, value) in SECURITY_HEADERS {
             builder = builder.header(name, value);
+        }
+        if probed {
+            builder = builder.header(PROBE_HEADER, self.probe.value());
         }
         builder.body(body).expect("static headers are valid")
     }

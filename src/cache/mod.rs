@@ -8,6 +8,7 @@ pub mod key;
 pub mod policy;
 pub mod stats;
 pub mod storage;
+pub mod vary;
 
 use std::time::Duration;
 

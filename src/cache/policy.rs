@@ -61,6 +61,9 @@ impl CachePolicy {
         if resp.headers.contains_key(header::SET_COOKIE) {
             return Uncacheable(NoCacheReason::Custom("set-cookie"));
         }
+        if super::vary::varies_on_everything(resp) {
+            return Uncacheable(NoCacheReason::Custom("vary-star"));
+        }
         if resp.status == StatusCode::PARTIAL_CONTENT {
             // A part is never stored as if it were the whole object.
             return Uncacheable(NoCacheReason::Custom("partial-content"));
@@ -189,6 +192,7 @@ mod tests {
             &[("cache-control", "private, max-age=60")],
             &[("set-cookie", "a=b")],
             &[("set-cookie", "a=b"), ("cache-control", "max-age=60")],
+            &[("vary", "*"), ("cache-control", "max-age=60")],
         ] {
             assert_eq!(ttl(&p, &get(), &resp(200, headers)), None, "{headers:?}");
         }

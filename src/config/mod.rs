@@ -47,8 +47,8 @@ pub enum ConfigError {
 /// The whole resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address the proxy listens on, `host:port`.
-    pub listen: String,
+    /// Address the proxy listens on.
+    pub listen: SocketAddr,
     pub upstream: UpstreamConfig,
     pub cache: CacheConfig,
     pub log_level: LevelFilter,
@@ -450,7 +450,7 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
     };
 
     Ok(Config {
-        listen: SocketAddr::new(listen_host, listen_port).to_string(),
+        listen: SocketAddr::new(listen_host, listen_port),
         upstream: UpstreamConfig {
             origin,
             preserve_host: r.get("upstream.preserve_host", false, boolean)?,
@@ -495,7 +495,7 @@ mod tests {
     #[test]
     fn defaults_with_only_an_origin() {
         let c = load(&["--origin", "http://127.0.0.1:9000"]).unwrap();
-        assert_eq!(c.listen, "0.0.0.0:3000");
+        assert_eq!(c.listen, "0.0.0.0:3000".parse().unwrap());
         assert_eq!(c.upstream.origin.addr, "127.0.0.1:9000".parse().unwrap());
         assert!(!c.upstream.origin.tls);
         assert_eq!(c.upstream.origin.authority, "127.0.0.1:9000");

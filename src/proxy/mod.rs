@@ -1,19 +1,22 @@
 //! The proxy: Pingora's `ProxyHttp` phases for one request, in the order they run.
 //!
 //! ```text
-//! request_filter          request ID; CORS preflight answered here; Host required
+//! request_filter          readiness probe; request ID; CORS preflight answered here;
+//!                         Host required
 //!   │
 //! request_cache_filter    GET/HEAD only: enable the cache (backend, lock, max object size)
 //! cache_key_callback      scheme + host + path?query (cache::key)
+//! cache_vary_filter       picks the stored variant matching the request's Vary headers
 //!   ├─ fresh hit ─────────────────────────────────────────────────────────┐
 //!   │  miss/expired: concurrent requests for the key wait on the cache lock │
 //! upstream_peer           the origin, with connect/read timeouts          │
 //! upstream_request_filter Host, X-Request-Id, X-Forwarded-*               │
 //! response_cache_filter   store or not, and for how long (cache::policy)  │
 //!   │                                                                      │
-//! response_filter         X-Cache, security headers, X-Request-Id, CORS ◄┘
+//! response_filter         X-Cache, counters, X-Request-Id, security     ◄┘
+//!                         headers, CORS
 //! fail_to_proxy           any failure above: one JSON error (502, 504, ...)
-//! logging                 access log line; hit/miss counters
+//! logging                 access log line
 //! ```
 //!
 //! Responses the proxy writes itself (preflight answers, errors) skip `response_filter`, so
@@ -28,13 +31,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
 use log::{info, warn};
-use pingora_cache::{CacheKey, CachePhase, RespCacheable};
+use pingora_cache::key::HashBinary;
+use pingora_cache::{CacheKey, CacheMeta, CachePhase, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::cache::{key, Cache, CachePolicy, CacheStatus};
+use crate::admin::{ProbeToken, PROBE_HEADER};
+use crate::cache::{key, vary, Cache, CachePolicy, CacheStatus};
 use crate::config::{Config, CorsConfig, UpstreamConfig};
 use crate::error::{json_body, ErrorKind};
 use crate::headers::{self, SECURITY_HEADERS, X_REQUEST_ID};
@@ -46,6 +51,8 @@ const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The caching proxy application.
 pub struct Proxy {
     cache: Arc<Cache>,
+    /// Lets the readiness check recognise this process's own listener.
+    probe: ProbeToken,
     upstream: UpstreamConfig,
     cors: CorsConfig,
     security_headers: bool,
@@ -61,12 +68,15 @@ pub struct RequestCtx {
     cache_status: Option<CacheStatus>,
     cors: CorsDecision,
     error: Option<ErrorKind>,
+    /// The readiness check's own request: answered here, not logged.
+    probe: bool,
 }
 
 impl Proxy {
-    pub fn new(config: &Config, cache: Arc<Cache>) -> Self {
+    pub fn new(config: &Config, cache: Arc<Cache>, probe: ProbeToken) -> Self {
         Proxy {
             cache,
+            probe,
             upstream: config.upstream.clone(),
             cors: config.cors.clone(),
             security_headers: config.security_headers,
@@ -148,11 +158,19 @@ impl ProxyHttp for Proxy {
             cache_status: None,
             cors: CorsDecision::None,
             error: None,
+            probe: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
+        if self.probe.matches(req.headers.get(PROBE_HEADER)) {
+            ctx.probe = true;
+            let mut resp = ResponseHeader::build(204, Some(2)).expect("valid status");
+            resp.insert_header(PROBE_HEADER, self.probe.value())?;
+            session.write_response_header(Box::new(resp), true).await?;
+            return Ok(true);
+        }
         ctx.request_id = headers::request_id(req.headers.get(X_REQUEST_ID));
         if !req.headers.contains_key(header::HOST) && req.uri.authority().is_none() {
             self.respond_error(
@@ -224,6 +242,15 @@ impl ProxyHttp for Proxy {
             .response_cacheable(session.req_header(), resp))
     }
 
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        vary::variance(meta.response_header(), req)
+    }
+
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -271,6 +298,9 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         let status = cache_status(session.cache.phase(), ctx.cache_enabled);
         ctx.cache_status = Some(status);
+        // Counted before the response leaves, so a client that reads the stats right after
+        // a response sees it counted.
+        self.cache.stats.record(status);
         upstream_response.insert_header("x-cache", status.as_str())?;
         self.own_headers(upstream_response, ctx, true);
         Ok(())
@@ -301,8 +331,8 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(status) = ctx.cache_status.filter(|_| ctx.error.is_none()) {
-            self.cache.stats.record(status);
+        if ctx.probe {
+            return;
         }
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());

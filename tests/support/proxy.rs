@@ -15,11 +15,23 @@ pub fn listens(port: u16) -> bool {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// Several distinct ports that were free a moment ago (all held open until all are chosen).
+///
+/// They are drawn at random below the kernel's ephemeral range: the kernel hands a port just
+/// released by `bind(0)` to the next `bind(0)` of another test process, and uses that range
+/// for outgoing connections too.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let mut listeners: Vec<TcpListener> = Vec::with_capacity(N);
+    while listeners.len() < N {
+        let port = rand::random::<u16>() % 12_000 + 20_000;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(l);
+        }
+    }
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
 pub struct ProxyBuilder {
@@ -39,12 +51,13 @@ pub struct Proxy {
 
 impl ProxyBuilder {
     pub fn new(origin: &str) -> Self {
+        let ports = free_ports::<2>();
         ProxyBuilder {
             args: vec!["--origin".into(), origin.into()],
             port_flag: true,
             envs: Vec::new(),
-            port: free_port(),
-            admin_port: free_port(),
+            port: ports[0],
+            admin_port: ports[1],
         }
     }
 
@@ -70,8 +83,22 @@ impl ProxyBuilder {
         self
     }
 
-    /// Starts the proxy and waits for `/health/ready`.
-    pub fn start(self) -> Proxy {
+    /// Starts the proxy and waits for `/health/ready`. Ports picked here can be taken by
+    /// another process before the proxy binds them; then the start is retried on new ones.
+    pub fn start(mut self) -> Proxy {
+        for _ in 0..3 {
+            match self.try_start() {
+                Ok(proxy) => return proxy,
+                Err(log) if log.contains("cannot listen on") => {
+                    [self.port, self.admin_port] = free_ports::<2>();
+                }
+                Err(log) => panic!("caching-proxy did not become ready:\n{log}"),
+            }
+        }
+        panic!("caching-proxy could not get free ports in 3 attempts");
+    }
+
+    fn try_start(&self) -> Result<Proxy, String> {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
         let mut cmd = Command::new(BIN);
@@ -101,8 +128,7 @@ impl ProxyBuilder {
             admin_port: self.admin_port,
             dir,
         };
-        proxy.wait_ready();
-        proxy
+        proxy.wait_ready().map(|()| proxy)
     }
 }
 
@@ -131,28 +157,51 @@ impl Proxy {
         super::get(&self.admin_url("/cache/stats")).json()
     }
 
+    /// Waits until the cache holds `n` entries: a miss is committed to the cache as its
+    /// last body bytes go out, so a client can see the response slightly before it is stored.
+    pub fn wait_stored(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let entries = self.stats()["entries"].as_u64().unwrap();
+            if entries == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cache holds {entries} entries, expected {n}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits for `/health/ready`; on failure returns the proxy's log.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(1))
             .build();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "caching-proxy exited with {status} before ready:\n{}",
-                    self.log()
-                );
+                return Err(format!("exited with {status}:\n{}", self.log()));
             }
-            if agent.get(&self.admin_url("/health/ready")).call().is_ok() {
-                return;
+            // Another test's process may hold the port this one was given: only an answer
+            // naming our own process counts.
+            let answer = agent
+                .get(&self.admin_url("/health/ready"))
+                .call()
+                .ok()
+                .and_then(|r| r.into_string().ok())
+                .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok());
+            if answer.is_some_and(|v| v["pid"] == self.child.id()) {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                panic!("caching-proxy not ready after 30 s:\n{}", self.log());
+                return Err(format!("not ready after 30 s:\n{}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -161,6 +210,14 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- caching-proxy log (port {}, admin {}) ---\n{}",
+                self.port,
+                self.admin_port,
+                self.log()
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -1,0 +1,89 @@
+//! In-process hot paths of the cache: key building, a hit (lookup and body read) and an
+//! insert that evicts under the byte bound. Run with `cargo bench --bench cache`.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use caching_proxy::cache::key;
+use caching_proxy::cache::storage::memory::{MemoryLimits, MemoryStorage};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use pingora_cache::storage::Storage;
+use pingora_cache::trace::Span;
+use pingora_cache::{CacheKey, CacheMeta};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+fn meta() -> CacheMeta {
+    let now = SystemTime::now();
+    let mut header = ResponseHeader::build(200, None).unwrap();
+    header.insert_header("content-type", "text/html").unwrap();
+    header
+        .insert_header("cache-control", "public, max-age=300")
+        .unwrap();
+    header.insert_header("etag", "\"abc123\"").unwrap();
+    CacheMeta::new(now + Duration::from_secs(300), now, 0, 0, header)
+}
+
+fn fill(storage: &'static MemoryStorage, rt: &tokio::runtime::Runtime, url: &str, body: &Bytes) {
+    rt.block_on(async {
+        let key = CacheKey::new(url, "");
+        let mut miss = storage
+            .get_miss_handler(&key, &meta(), &Span::inactive().handle())
+            .await
+            .unwrap();
+        miss.write_body(body.clone(), true).await.unwrap();
+        miss.finish().await.unwrap();
+    });
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut req = RequestHeader::build("GET", b"/static/app.js?v=123", None).unwrap();
+    req.insert_header("host", "www.example.com").unwrap();
+    c.bench_function("cache key from request", |b| {
+        b.iter(|| key::for_request(black_box(&req), false))
+    });
+
+    let storage = MemoryStorage::new_static(MemoryLimits {
+        max_bytes: 64 << 20,
+        max_entries: 100_000,
+        max_object_bytes: 1 << 20,
+        stale_retention: Duration::ZERO,
+    });
+    let body = Bytes::from(vec![b'x'; 1024]);
+    fill(storage, &rt, "hit", &body);
+    let hit_key = CacheKey::new("hit", "");
+    c.bench_function("hit: lookup and read 1 KiB", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let (meta, mut hit) = storage
+                    .lookup(black_box(&hit_key), &Span::inactive().handle())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                black_box(meta);
+                black_box(hit.read_body().await.unwrap())
+            })
+        })
+    });
+
+    let small = MemoryStorage::new_static(MemoryLimits {
+        max_bytes: 1 << 20,
+        max_entries: 100_000,
+        max_object_bytes: 64 << 10,
+        stale_retention: Duration::ZERO,
+    });
+    let mut i = 0u64;
+    c.bench_function("insert 1 KiB with eviction", |b| {
+        b.iter(|| {
+            i += 1;
+            fill(small, &rt, &format!("k{i}"), &body);
+        })
+    });
+}
+
+criterion_group!(cache, benches);
+criterion_main!(cache);
