@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{get, Origin, ProxyBuilder, Reply, TestPki};
+use support::{get, Origin, Proxy, ProxyBuilder, Reply, TestPki};
 
 fn tls_origin(pki: &TestPki) -> Origin {
     Origin::start_tls(pki, |r| {
@@ -15,10 +15,16 @@ fn tls_origin(pki: &TestPki) -> Origin {
     })
 }
 
-fn ca_file(dir: &tempfile::TempDir, pki: &TestPki) -> String {
-    let path = dir.path().join("ca.pem");
-    std::fs::write(&path, &pki.ca_pem).unwrap();
-    path.display().to_string()
+/// A proxy in front of `origin` as `https://localhost:PORT`, trusting `pki`'s CA if asked.
+fn proxy_for(origin: &Origin, pki: &TestPki, trust: bool, dir: &tempfile::TempDir) -> Proxy {
+    let origin_url = format!("https://localhost:{}", origin.addr().port());
+    let mut builder = ProxyBuilder::new(&origin_url);
+    if trust {
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, &pki.ca_pem).unwrap();
+        builder = builder.args(&["--ca-file", path.to_str().unwrap()]);
+    }
+    builder.start()
 }
 
 #[test]
@@ -26,10 +32,7 @@ fn https_origin_with_sni_and_a_trusted_certificate() {
     let pki = TestPki::new(&["localhost"]);
     let origin = tls_origin(&pki);
     let dir = tempfile::tempdir().unwrap();
-    let origin_url = format!("https://localhost:{}", origin.addr().port());
-    let proxy = ProxyBuilder::new(&origin_url)
-        .args(&["--ca-file", &ca_file(&dir, &pki)])
-        .start();
+    let proxy = proxy_for(&origin, &pki, true, &dir);
 
     let first = get(&proxy.url("/s?q=1"));
     assert_eq!(first.status, 200, "{first:?}\n{}", proxy.log());
@@ -46,9 +49,9 @@ fn https_origin_with_sni_and_a_trusted_certificate() {
 fn untrusted_certificate_is_refused_with_502() {
     let pki = TestPki::new(&["localhost"]);
     let origin = tls_origin(&pki);
-    let origin_url = format!("https://localhost:{}", origin.addr().port());
-    // No --ca-file: the test CA is not trusted.
-    let proxy = ProxyBuilder::new(&origin_url).start();
+    let dir = tempfile::tempdir().unwrap();
+    // The test CA is not trusted.
+    let proxy = proxy_for(&origin, &pki, false, &dir);
     let resp = get(&proxy.url("/s"));
     assert_eq!(resp.status, 502);
     assert_eq!(resp.json()["code"], "ORIGIN_UNREACHABLE");
@@ -64,10 +67,7 @@ fn certificate_for_another_name_is_refused_with_502() {
     let pki = TestPki::new(&["origin.example"]);
     let origin = tls_origin(&pki);
     let dir = tempfile::tempdir().unwrap();
-    let origin_url = format!("https://localhost:{}", origin.addr().port());
-    let proxy = ProxyBuilder::new(&origin_url)
-        .args(&["--ca-file", &ca_file(&dir, &pki)])
-        .start();
+    let proxy = proxy_for(&origin, &pki, true, &dir);
     let resp = get(&proxy.url("/s"));
     assert_eq!(resp.status, 502);
     assert_eq!(resp.json()["code"], "ORIGIN_UNREACHABLE");

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -118,15 +118,25 @@ impl Origin {
         port: u16,
         handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> Origin {
+        Self::listen(port, handler, serve)
+    }
+
+    /// Binds, then serves each connection on its own thread with `per_connection`.
+    fn listen(
+        port: u16,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+        per_connection: impl Fn(TcpStream, &State) + Send + Sync + 'static,
+    ) -> Origin {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind origin");
         let addr = listener.local_addr().unwrap();
         let state = new_state(handler);
         let s = state.clone();
+        let per_connection = Arc::new(per_connection);
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let s = s.clone();
-                thread::spawn(move || serve(stream, &s));
+                let (s, per_connection) = (s.clone(), per_connection.clone());
+                thread::spawn(move || per_connection(stream, &s));
             }
         });
         Origin { addr, state }
@@ -150,31 +160,19 @@ impl Origin {
             )
             .unwrap();
         let config = Arc::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
-        let addr = listener.local_addr().unwrap();
-        let state = new_state(handler);
-        let s = state.clone();
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let s = s.clone();
-                let config = config.clone();
-                thread::spawn(move || {
-                    let conn = rustls::ServerConnection::new(config).unwrap();
-                    let mut tls = rustls::StreamOwned::new(conn, stream);
-                    while tls.conn.is_handshaking() {
-                        if tls.conn.complete_io(&mut tls.sock).is_err() {
-                            return;
-                        }
-                    }
-                    if let Some(name) = tls.conn.server_name() {
-                        s.sni.lock().unwrap().push(name.to_owned());
-                    }
-                    serve(tls, &s);
-                });
+        Self::listen(0, handler, move |stream, state| {
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            while tls.conn.is_handshaking() {
+                if tls.conn.complete_io(&mut tls.sock).is_err() {
+                    return;
+                }
             }
-        });
-        Origin { addr, state }
+            if let Some(name) = tls.conn.server_name() {
+                state.sni.lock().unwrap().push(name.to_owned());
+            }
+            serve(tls, state);
+        })
     }
 
     /// The server names asked for in TLS handshakes so far.
