@@ -24,6 +24,8 @@ pub enum ErrorKind {
     ServiceUnavailable,
     /// Connecting to or reading from the origin took longer than the configured timeout.
     OriginTimeout,
+    /// The request said `only-if-cached` and no usable response is stored.
+    NotCached,
 }
 
 impl ErrorKind {
@@ -38,7 +40,7 @@ impl ErrorKind {
             ErrorKind::Internal => 500,
             ErrorKind::OriginUnreachable | ErrorKind::OriginBadResponse => 502,
             ErrorKind::ServiceUnavailable => 503,
-            ErrorKind::OriginTimeout => 504,
+            ErrorKind::OriginTimeout | ErrorKind::NotCached => 504,
         }
     }
 
@@ -55,6 +57,7 @@ impl ErrorKind {
             ErrorKind::OriginBadResponse => "ORIGIN_BAD_RESPONSE",
             ErrorKind::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorKind::OriginTimeout => "ORIGIN_TIMEOUT",
+            ErrorKind::NotCached => "NOT_CACHED",
         }
     }
 
@@ -72,6 +75,7 @@ impl ErrorKind {
             ErrorKind::OriginBadResponse => "the origin server sent an invalid response",
             ErrorKind::ServiceUnavailable => "the service is not ready",
             ErrorKind::OriginTimeout => "the origin server did not answer in time",
+            ErrorKind::NotCached => "only-if-cached was requested and no usable response is stored",
         }
     }
 

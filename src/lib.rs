@@ -2,10 +2,11 @@
 //!
 //! The request path reads top-down: [`server`] wires the services, [`proxy`] runs the
 //! request phases, [`cache`] holds the key, policy and storage, [`config`] the settings.
-//! [`admin`] is a separate service on its own port. [`error`] and [`headers`] are shared by
-//! the proxy and the admin service and depend on neither.
+//! [`admin`] is a separate service on its own port. [`error`], [`headers`] and [`auth`] are
+//! shared by the proxy and the admin service and depend on neither.
 
 pub mod admin;
+pub mod auth;
 pub mod cache;
 pub mod clear_cache;
 pub mod config;

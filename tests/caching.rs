@@ -213,7 +213,7 @@ fn default_ttl_applies_to_responses_without_freshness_and_expires() {
     assert_eq!(origin.hits(), 1);
     // Waiting out a 1 s TTL is the behaviour under test, not synchronisation.
     thread::sleep(Duration::from_millis(2100));
-    assert_eq!(get(&proxy.url("/d")).x_cache(), "MISS");
+    assert_eq!(get(&proxy.url("/d")).x_cache(), "EXPIRED");
     assert_eq!(origin.hits(), 2);
 }
 

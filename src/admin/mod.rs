@@ -18,7 +18,6 @@
 
 pub mod health;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,6 +27,7 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use crate::auth::AdminAuth;
 use crate::cache::{key, Cache};
 use crate::config::{AdminConfig, CacheConfig};
 use crate::error::{json_body, ErrorKind};
@@ -39,7 +39,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 pub struct AdminApp {
     cache: Arc<Cache>,
-    token: Option<String>,
+    auth: AdminAuth,
     listens_on_loopback: bool,
     readiness: Readiness,
     probe: ProbeToken,
@@ -67,7 +67,7 @@ impl AdminApp {
     ) -> Self {
         AdminApp {
             cache,
-            token: admin.token.clone(),
+            auth: AdminAuth::new(admin.token.clone()),
             listens_on_loopback: admin.listen.ip().is_loopback(),
             readiness,
             probe,
@@ -77,32 +77,14 @@ impl AdminApp {
     }
 
     fn authorize(&self, session: &ServerSession) -> Result<(), ErrorKind> {
-        match &self.token {
-            Some(token) => {
-                let presented = session
-                    .req_header()
-                    .headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .map(str::trim);
-                match presented {
-                    Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(()),
-                    _ => Err(ErrorKind::Unauthorized),
-                }
-            }
-            None => {
-                let client_loopback = session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .is_some_and(|a| is_loopback(a.ip()));
-                if self.listens_on_loopback && client_loopback {
-                    Ok(())
-                } else {
-                    Err(ErrorKind::Forbidden)
-                }
-            }
-        }
+        self.auth.check(
+            session.req_header().headers.get(header::AUTHORIZATION),
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            self.listens_on_loopback,
+        )
     }
 
     async fn route(&self, session: &mut ServerSession) -> Reply {
@@ -165,11 +147,12 @@ impl AdminApp {
     fn stats(&self) -> Value {
         let s = self.cache.stats.snapshot();
         let u = self.cache.backend.usage();
-        let lookups = s.hits + s.misses + s.stale + s.revalidated;
+        let lookups = s.hits + s.misses + s.expired + s.stale + s.revalidated;
         let served_from_cache = s.hits + s.stale + s.revalidated;
         json!({
             "hits": s.hits,
             "misses": s.misses,
+            "expired": s.expired,
             "stale": s.stale,
             "revalidated": s.revalidated,
             "bypass": s.bypass,
@@ -219,20 +202,6 @@ async fn read_purge_url(session: &mut ServerSession) -> Result<String, (ErrorKin
         })
 }
 
-fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    }
-}
-
-/// Compares tokens in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -265,25 +234,5 @@ impl ServeHttp for AdminApp {
             builder = builder.header(PROBE_HEADER, self.probe.value());
         }
         builder.body(body).expect("static headers are valid")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-    }
-
-    #[test]
-    fn loopback_detection() {
-        assert!(is_loopback("127.0.0.1".parse().unwrap()));
-        assert!(is_loopback("::1".parse().unwrap()));
-        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
-        assert!(!is_loopback("10.0.0.1".parse().unwrap()));
     }
 }

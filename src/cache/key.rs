@@ -12,14 +12,33 @@ use pingora_http::RequestHeader;
 
 /// Builds the cache key for a request received on a plain (`tls == false`) or TLS listener.
 pub fn for_request(req: &RequestHeader, tls: bool) -> CacheKey {
-    let host = req
-        .headers
+    let path_and_query = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    for_parts(tls, request_host(req), path_and_query)
+}
+
+/// The host a request is for: its `Host` header, else the authority of an absolute URI.
+pub fn request_host(req: &RequestHeader) -> &str {
+    req.headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    let path_and_query = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        .unwrap_or("")
+}
+
+/// Builds the cache key from its parts.
+pub fn for_parts(tls: bool, host: &str, path_and_query: &str) -> CacheKey {
     CacheKey::new(primary(tls, host, path_and_query), "")
+}
+
+/// Whether two host[:port] values name the same host once normalised as in the key.
+pub fn same_host(a: &str, b: &str, tls: bool) -> bool {
+    let default_port = if tls { ":443" } else { ":80" };
+    let norm = |h: &str| {
+        h.strip_suffix(default_port)
+            .unwrap_or(h)
+            .to_ascii_lowercase()
+    };
+    norm(a) == norm(b)
 }
 
 /// Builds the cache key for an absolute URL, as given to the purge endpoints.
@@ -32,7 +51,7 @@ pub fn for_url(url: &str) -> Result<CacheKey, &'static str> {
     };
     let host = uri.authority().ok_or("the URL has no host")?.as_str();
     let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    Ok(CacheKey::new(primary(tls, host, path_and_query), ""))
+    Ok(for_parts(tls, host, path_and_query))
 }
 
 /// The primary key text: `scheme \n host \n path?query`. A newline cannot occur in a valid

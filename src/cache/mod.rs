@@ -4,6 +4,8 @@
 //! This module decides what is cached and holds it; it knows nothing of Pingora sessions or
 //! of the admin API's routes.
 
+pub mod freshness;
+pub mod invalidation;
 pub mod key;
 pub mod policy;
 pub mod stats;
@@ -16,7 +18,8 @@ use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::CacheOptionOverrides;
 
 use crate::config::CacheConfig;
-pub use policy::CachePolicy;
+use freshness::FreshnessRules;
+pub use policy::{merge_not_modified, CachePolicy, HitDecision, RequestDirectives};
 pub use stats::{CacheStats, CacheStatus, StatsSnapshot};
 use storage::memory::MemoryLimits;
 pub use storage::{CacheBackend, MemoryStorage, Usage};
@@ -51,7 +54,13 @@ impl Cache {
             backend,
             lock,
             policy: CachePolicy {
-                default_ttl: config.default_ttl,
+                freshness: FreshnessRules {
+                    default_ttl: config.default_ttl,
+                    heuristic_fraction: config.heuristic_fraction,
+                    heuristic_max: config.heuristic_max,
+                },
+                stale_if_error: config.stale_if_error,
+                ignore_client_no_cache: config.ignore_client_no_cache,
             },
             stats: CacheStats::default(),
             max_object_bytes: config.max_object_bytes,

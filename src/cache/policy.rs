@@ -1,28 +1,36 @@
-//! What may be served from and stored in this shared cache.
+//! What may be stored in and served from this shared cache (RFC 9111 §3, §4, §5.2).
 //!
-//! Origin directives win: `no-store` and `private` are never stored, `s-maxage` over
-//! `max-age` over `Expires` give the freshness. A response with no freshness information gets
-//! the configured default TTL when its status is cacheable by default; a default TTL of zero
-//! leaves such responses unstored. Whatever the headers say, this cache does not store by
-//! default responses that set cookies, responses to requests with `Authorization` (unless
-//! `public`, `s-maxage` or `must-revalidate` allow it) and 5xx errors without explicit
-//! freshness.
+//! Response side: `no-store` and `private` are never stored; responses to requests with
+//! `Authorization` only with `public`, `s-maxage` or `must-revalidate`; `Set-Cookie`
+//! responses, 206 partial responses and `Vary: *` responses are not stored. Freshness comes
+//! from [`freshness`](super::freshness): explicit, else heuristic, else the default TTL.
+//! The age the response already had on arrival is subtracted from its freshness and carried
+//! into the `Age` the cache reports.
+//!
+//! Request side: `no-store`, `no-cache` (and `Pragma: no-cache` without Cache-Control),
+//! `max-age`, `min-fresh`, `max-stale` and `only-if-cached` are read into
+//! [`RequestDirectives`]; the proxy applies them when it finds a stored response.
 
 use std::time::{Duration, SystemTime};
 
-use http::{header, Method, StatusCode};
+use http::header::{self, CACHE_CONTROL, PRAGMA};
+use http::{Method, StatusCode};
 use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
-use pingora_cache::filters::{calculate_expires_header_time, calculate_serve_stale_durations};
-use pingora_cache::{CacheMeta, CacheMetaDefaults, NoCacheReason, RespCacheable};
+use pingora_cache::{CacheMeta, NoCacheReason, RespCacheable};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-/// Defaults for stale windows when the origin gives none: serve no stale content.
-static NO_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
+use super::freshness::{self, Delta, FreshnessRules};
+use super::vary;
 
 #[derive(Debug, Clone)]
 pub struct CachePolicy {
-    /// Freshness for responses without explicit freshness; zero disables storing them.
-    pub default_ttl: Duration,
+    pub freshness: FreshnessRules,
+    /// How long past freshness a stored response may be served when the origin fails, for
+    /// responses whose directives do not forbid it. An origin's `stale-if-error` wins.
+    pub stale_if_error: Duration,
+    /// Ignore request `no-cache`/`max-age`/`Pragma: no-cache`, protecting the origin from
+    /// clients that force reloads.
+    pub ignore_client_no_cache: bool,
 }
 
 impl CachePolicy {
@@ -43,6 +51,9 @@ impl CachePolicy {
         now: SystemTime,
     ) -> RespCacheable {
         use RespCacheable::Uncacheable;
+        if freshness::has(&req.headers, "no-store") {
+            return Uncacheable(NoCacheReason::Custom("request-no-store"));
+        }
         let cc = CacheControl::from_resp_headers(resp);
         if cc
             .as_ref()
@@ -61,70 +72,206 @@ impl CachePolicy {
         if resp.headers.contains_key(header::SET_COOKIE) {
             return Uncacheable(NoCacheReason::Custom("set-cookie"));
         }
-        if super::vary::varies_on_everything(resp) {
+        if vary::varies_on_everything(resp) {
             return Uncacheable(NoCacheReason::Custom("vary-star"));
         }
         if resp.status == StatusCode::PARTIAL_CONTENT {
             // A part is never stored as if it were the whole object.
             return Uncacheable(NoCacheReason::Custom("partial-content"));
         }
-
-        let explicit = cc
-            .as_ref()
-            .and_then(|cc| cc.fresh_duration())
-            .map(|ttl| fresh_until(now, ttl))
-            .or_else(|| calculate_expires_header_time(resp));
-        let fresh_until = match explicit {
-            Some(t) => t,
-            None if self.default_ttl.is_zero() => {
-                return Uncacheable(NoCacheReason::Custom("no-freshness"))
-            }
-            None if !cacheable_by_default(resp.status) => {
-                return Uncacheable(NoCacheReason::OriginNotCache)
-            }
-            None => fresh_until(now, self.default_ttl),
+        let Some((lifetime, _)) =
+            freshness::lifetime(&resp.headers, resp.status, now, &self.freshness)
+        else {
+            return Uncacheable(NoCacheReason::OriginNotCache);
         };
 
-        let (swr, sie) = calculate_serve_stale_durations(cc.as_ref(), &NO_DEFAULTS);
+        let age = freshness::initial_age(&resp.headers, now);
+        let fresh_until = match lifetime.checked_sub(age) {
+            Some(left) if !left.is_zero() => now.checked_add(left).unwrap_or(now),
+            // Stale on arrival, by this much (at least a second, so that a zero lifetime is
+            // stale at once): stored, revalidated before use.
+            _ => {
+                let stale_for = age.saturating_sub(lifetime).max(Duration::from_secs(1));
+                now.checked_sub(stale_for).unwrap_or(SystemTime::UNIX_EPOCH)
+            }
+        };
+        let (swr, sie) = self.stale_windows(&resp.headers);
         let mut header = resp.clone();
         if let Some(cc) = &cc {
             cc.strip_private_headers(&mut header);
         }
-        RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, header))
+        let mut meta = CacheMeta::new(fresh_until, now, swr, sie, header);
+        if !age.is_zero() {
+            // Age on hits = age on arrival + time in this cache.
+            meta.set_epoch_override(now.checked_sub(age).unwrap_or(now));
+        }
+        RespCacheable::Cacheable(meta)
+    }
+
+    /// Seconds a stale response may be served while revalidating and on origin errors.
+    fn stale_windows(&self, headers: &http::HeaderMap) -> (u32, u32) {
+        if forbids_stale(headers) {
+            return (0, 0);
+        }
+        let secs = |name| match freshness::delta(headers, &CACHE_CONTROL, name) {
+            Delta::Valid(s) => Some(s),
+            _ => None,
+        };
+        let swr = secs("stale-while-revalidate").unwrap_or(0);
+        let configured = u32::try_from(self.stale_if_error.as_secs()).unwrap_or(u32::MAX);
+        let sie = secs("stale-if-error").unwrap_or(configured);
+        (swr, sie)
     }
 }
 
-/// A zero TTL means "stored but already stale" (`no-cache`, `max-age=0`).
-fn fresh_until(now: SystemTime, ttl: Duration) -> SystemTime {
-    if ttl.is_zero() {
-        now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
-    } else {
-        now.checked_add(ttl).unwrap_or(now)
+/// The stored header updated from a 304 (§3.2, §4.3.4): every field of the 304 replaces the
+/// stored one, except Content-Length, which describes the stored body. (Pingora's own merge
+/// takes only Cache-Control, Expires and ETag.)
+pub fn merge_not_modified(
+    stored: &ResponseHeader,
+    not_modified: &http::HeaderMap,
+) -> ResponseHeader {
+    let mut merged = stored.clone();
+    for name in not_modified.keys() {
+        if name == header::CONTENT_LENGTH {
+            continue;
+        }
+        merged.remove_header(name);
+        for value in not_modified.get_all(name) {
+            let _ = merged.append_header(name.clone(), value.clone());
+        }
     }
+    merged
 }
 
-/// Status codes that may get the default TTL (RFC 9110 §15.1's heuristically cacheable
-/// codes, minus 206, which is never stored, and 501, as no 5xx is stored without explicit
-/// freshness).
-fn cacheable_by_default(status: StatusCode) -> bool {
-    matches!(
-        status.as_u16(),
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414
-    )
+/// Whether a stored response may never be served stale (§4.2.4): `must-revalidate`,
+/// `proxy-revalidate`, `s-maxage` (for a shared cache) and `no-cache` forbid it.
+pub fn forbids_stale(headers: &http::HeaderMap) -> bool {
+    [
+        "must-revalidate",
+        "proxy-revalidate",
+        "s-maxage",
+        "no-cache",
+    ]
+    .iter()
+    .any(|d| freshness::has(headers, d))
+}
+
+/// What a request asks of the cache (§5.2.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestDirectives {
+    /// `no-cache` (or `Pragma: no-cache`): revalidate before using a stored response.
+    pub no_cache: bool,
+    /// `max-age`: the oldest stored response acceptable.
+    pub max_age: Option<u32>,
+    /// `min-fresh`: how long the response must stay fresh.
+    pub min_fresh: Option<u32>,
+    /// `max-stale`: `Some(None)` accepts any staleness, `Some(Some(n))` up to n seconds.
+    pub max_stale: Option<Option<u32>>,
+    pub only_if_cached: bool,
+}
+
+/// What to do with a stored response found for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HitDecision {
+    /// Serve it if fresh, otherwise follow the usual stale and revalidation rules.
+    Default,
+    /// Revalidate with the origin before using it.
+    Revalidate,
+    /// Serve it although it is stale: the client accepts that (`max-stale`).
+    ServeStale,
+}
+
+impl RequestDirectives {
+    pub fn from_request(req: &RequestHeader, ignore_no_cache: bool) -> Self {
+        let h = &req.headers;
+        let secs = |name| match freshness::delta(h, &CACHE_CONTROL, name) {
+            Delta::Valid(s) => Some(s),
+            _ => None,
+        };
+        let pragma_no_cache = !h.contains_key(CACHE_CONTROL)
+            && h.get_all(PRAGMA)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| {
+                    v.split(',')
+                        .any(|p| p.trim().eq_ignore_ascii_case("no-cache"))
+                });
+        let max_stale = match freshness::delta(h, &CACHE_CONTROL, "max-stale") {
+            Delta::Absent | Delta::Invalid => None,
+            Delta::Bare => Some(None),
+            Delta::Valid(s) => Some(Some(s)),
+        };
+        let mut d = RequestDirectives {
+            no_cache: freshness::has(h, "no-cache") || pragma_no_cache,
+            max_age: secs("max-age"),
+            min_fresh: secs("min-fresh"),
+            max_stale,
+            only_if_cached: freshness::has(h, "only-if-cached"),
+        };
+        if ignore_no_cache {
+            d.no_cache = false;
+            d.max_age = None;
+        }
+        d
+    }
+
+    /// Applies the directives to a stored response.
+    pub fn on_hit(&self, meta: &CacheMeta, now: SystemTime) -> HitDecision {
+        if self.no_cache {
+            return HitDecision::Revalidate;
+        }
+        if self
+            .max_age
+            .is_some_and(|max| meta.age().as_secs() > max.into())
+        {
+            return HitDecision::Revalidate;
+        }
+        let fresh_for = meta.fresh_until().duration_since(now).ok();
+        if let Some(min) = self.min_fresh {
+            if fresh_for.is_none_or(|left| left.as_secs() < min.into()) {
+                return HitDecision::Revalidate;
+            }
+        }
+        if fresh_for.is_none() {
+            if let Some(limit) = self.max_stale {
+                let stale_for = now.duration_since(meta.fresh_until()).unwrap_or_default();
+                let within = limit.is_none_or(|max| stale_for.as_secs() <= max.into());
+                if within && !forbids_stale(meta.headers()) {
+                    return HitDecision::ServeStale;
+                }
+            }
+        }
+        HitDecision::Default
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const TTL: Duration = Duration::from_secs(300);
-
     fn policy() -> CachePolicy {
-        CachePolicy { default_ttl: TTL }
+        CachePolicy {
+            freshness: FreshnessRules {
+                default_ttl: Duration::from_secs(300),
+                heuristic_fraction: 0.1,
+                heuristic_max: Duration::from_secs(86_400),
+            },
+            stale_if_error: Duration::ZERO,
+            ignore_client_no_cache: false,
+        }
+    }
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
     }
 
     fn get() -> RequestHeader {
-        RequestHeader::build("GET", b"/", None).unwrap()
+        req(&[])
     }
 
     fn resp(status: u16, headers: &[(&str, &str)]) -> ResponseHeader {
@@ -135,17 +282,26 @@ mod tests {
         r
     }
 
+    fn meta(
+        p: &CachePolicy,
+        req: &RequestHeader,
+        r: &ResponseHeader,
+        now: SystemTime,
+    ) -> Option<CacheMeta> {
+        match p.response_cacheable_at(req, r, now) {
+            RespCacheable::Cacheable(meta) => Some(meta),
+            RespCacheable::Uncacheable(_) => None,
+        }
+    }
+
     /// Remaining freshness in seconds, or None when not storable.
     fn ttl(p: &CachePolicy, req: &RequestHeader, r: &ResponseHeader) -> Option<u64> {
         let now = SystemTime::now();
-        match p.response_cacheable_at(req, r, now) {
-            RespCacheable::Cacheable(meta) => Some(
-                meta.fresh_until()
-                    .duration_since(now)
-                    .map_or(0, |d| d.as_secs()),
-            ),
-            RespCacheable::Uncacheable(_) => None,
-        }
+        meta(p, req, r, now).map(|m| {
+            m.fresh_until()
+                .duration_since(now)
+                .map_or(0, |d| d.as_secs())
+        })
     }
 
     #[test]
@@ -178,9 +334,32 @@ mod tests {
             Some(120)
         );
         assert_eq!(ttl(&p, &get(), &resp(200, &[])), Some(300));
-        let expires = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(1000));
-        let t = ttl(&p, &get(), &resp(200, &[("expires", &expires)])).unwrap();
-        assert!((990..=1000).contains(&t), "{t}");
+    }
+
+    #[test]
+    fn age_on_arrival_shortens_freshness_and_counts_in_age() {
+        let p = policy();
+        let now = SystemTime::now();
+        let m = meta(
+            &p,
+            &get(),
+            &resp(200, &[("cache-control", "max-age=100"), ("age", "40")]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(m.fresh_until().duration_since(now).unwrap().as_secs(), 60);
+        assert!(m.age().as_secs() >= 40);
+        let old = meta(
+            &p,
+            &get(),
+            &resp(200, &[("cache-control", "max-age=100"), ("age", "400")]),
+            now,
+        )
+        .unwrap();
+        assert!(
+            !old.is_fresh(now),
+            "older than its lifetime: stale on arrival"
+        );
     }
 
     #[test]
@@ -200,34 +379,42 @@ mod tests {
             ttl(&p, &get(), &resp(206, &[("cache-control", "max-age=60")])),
             None
         );
+        let no_store = req(&[("cache-control", "no-store")]);
+        assert_eq!(
+            ttl(
+                &p,
+                &no_store,
+                &resp(200, &[("cache-control", "max-age=60")])
+            ),
+            None
+        );
     }
 
     #[test]
     fn authorization_needs_explicit_permission() {
         let p = policy();
-        let mut req = get();
-        req.insert_header("authorization", "Bearer x").unwrap();
-        assert_eq!(ttl(&p, &req, &resp(200, &[])), None);
+        let auth = req(&[("authorization", "Bearer x")]);
+        assert_eq!(ttl(&p, &auth, &resp(200, &[])), None);
         assert_eq!(
-            ttl(&p, &req, &resp(200, &[("cache-control", "max-age=60")])),
+            ttl(&p, &auth, &resp(200, &[("cache-control", "max-age=60")])),
             None
         );
         assert_eq!(
             ttl(
                 &p,
-                &req,
+                &auth,
                 &resp(200, &[("cache-control", "public, max-age=60")])
             ),
             Some(60)
         );
         assert_eq!(
-            ttl(&p, &req, &resp(200, &[("cache-control", "s-maxage=60")])),
+            ttl(&p, &auth, &resp(200, &[("cache-control", "s-maxage=60")])),
             Some(60)
         );
         assert_eq!(
             ttl(
                 &p,
-                &req,
+                &auth,
                 &resp(200, &[("cache-control", "must-revalidate, max-age=60")])
             ),
             Some(60)
@@ -245,17 +432,169 @@ mod tests {
         );
         assert_eq!(ttl(&p, &get(), &resp(404, &[])), Some(300));
         assert_eq!(ttl(&p, &get(), &resp(302, &[])), None);
+        assert_eq!(
+            ttl(&p, &get(), &resp(302, &[("cache-control", "max-age=5")])),
+            Some(5)
+        );
     }
 
     #[test]
-    fn zero_default_ttl_stores_only_explicit_freshness() {
-        let p = CachePolicy {
-            default_ttl: Duration::ZERO,
-        };
+    fn zero_default_ttl_stores_only_responses_with_freshness() {
+        let mut p = policy();
+        p.freshness.default_ttl = Duration::ZERO;
         assert_eq!(ttl(&p, &get(), &resp(200, &[])), None);
         assert_eq!(
             ttl(&p, &get(), &resp(200, &[("cache-control", "max-age=60")])),
             Some(60)
+        );
+    }
+
+    #[test]
+    fn stale_windows_follow_directives_and_config() {
+        let mut p = policy();
+        let now = SystemTime::now();
+        let m = |p: &CachePolicy, cc: &str| {
+            let m = meta(p, &get(), &resp(200, &[("cache-control", cc)]), now).unwrap();
+            (m.stale_while_revalidate_sec(), m.stale_if_error_sec())
+        };
+        assert_eq!(
+            m(
+                &p,
+                "max-age=1, stale-while-revalidate=30, stale-if-error=60"
+            ),
+            (30, 60)
+        );
+        assert_eq!(m(&p, "max-age=1"), (0, 0));
+        p.stale_if_error = Duration::from_secs(3600);
+        assert_eq!(m(&p, "max-age=1"), (0, 3600));
+        assert_eq!(
+            m(&p, "max-age=1, stale-if-error=5"),
+            (0, 5),
+            "the origin's value wins"
+        );
+        assert_eq!(
+            m(&p, "max-age=1, must-revalidate, stale-if-error=60"),
+            (0, 0)
+        );
+        assert_eq!(m(&p, "s-maxage=1, stale-while-revalidate=60"), (0, 0));
+        assert_eq!(m(&p, "max-age=1, proxy-revalidate"), (0, 0));
+    }
+
+    #[test]
+    fn a_304_replaces_stored_fields_but_not_content_length() {
+        let stored = resp(
+            200,
+            &[
+                ("content-length", "10"),
+                ("x-version", "1"),
+                ("etag", "\"a\""),
+                ("x-keep", "k"),
+            ],
+        );
+        let update = resp(
+            304,
+            &[("content-length", "0"), ("x-version", "2"), ("x-new", "n")],
+        );
+        let merged = merge_not_modified(&stored, &update.headers);
+        assert_eq!(merged.status, 200);
+        assert_eq!(merged.headers["content-length"], "10");
+        assert_eq!(merged.headers["x-version"], "2");
+        assert_eq!(merged.headers["x-new"], "n");
+        assert_eq!(merged.headers["x-keep"], "k");
+        assert_eq!(merged.headers["etag"], "\"a\"");
+    }
+
+    #[test]
+    fn request_directives() {
+        let d = |h: &[(&str, &str)]| RequestDirectives::from_request(&req(h), false);
+        assert!(d(&[("cache-control", "no-cache")]).no_cache);
+        assert!(d(&[("pragma", "no-cache")]).no_cache);
+        assert!(!d(&[("pragma", "no-cache"), ("cache-control", "max-stale")]).no_cache);
+        assert_eq!(d(&[("cache-control", "max-age=5")]).max_age, Some(5));
+        assert_eq!(d(&[("cache-control", "max-stale")]).max_stale, Some(None));
+        assert_eq!(
+            d(&[("cache-control", "max-stale=9")]).max_stale,
+            Some(Some(9))
+        );
+        assert_eq!(d(&[("cache-control", "min-fresh=3")]).min_fresh, Some(3));
+        assert!(d(&[("cache-control", "only-if-cached")]).only_if_cached);
+        let ignored = RequestDirectives::from_request(
+            &req(&[("cache-control", "no-cache, max-age=0")]),
+            true,
+        );
+        assert!(!ignored.no_cache);
+        assert_eq!(ignored.max_age, None);
+    }
+
+    #[test]
+    fn hit_decisions() {
+        let p = policy();
+        let now = SystemTime::now();
+        let fresh = meta(
+            &p,
+            &get(),
+            &resp(200, &[("cache-control", "max-age=100"), ("age", "10")]),
+            now,
+        )
+        .unwrap();
+        let d = |h: &[(&str, &str)]| RequestDirectives::from_request(&req(h), false);
+        assert_eq!(d(&[]).on_hit(&fresh, now), HitDecision::Default);
+        assert_eq!(
+            d(&[("cache-control", "no-cache")]).on_hit(&fresh, now),
+            HitDecision::Revalidate
+        );
+        assert_eq!(
+            d(&[("cache-control", "max-age=5")]).on_hit(&fresh, now),
+            HitDecision::Revalidate
+        );
+        assert_eq!(
+            d(&[("cache-control", "max-age=50")]).on_hit(&fresh, now),
+            HitDecision::Default
+        );
+        assert_eq!(
+            d(&[("cache-control", "min-fresh=95")]).on_hit(&fresh, now),
+            HitDecision::Revalidate
+        );
+        assert_eq!(
+            d(&[("cache-control", "min-fresh=10")]).on_hit(&fresh, now),
+            HitDecision::Default
+        );
+
+        let stale = meta(
+            &p,
+            &get(),
+            &resp(200, &[("cache-control", "max-age=10"), ("age", "30")]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            d(&[("cache-control", "max-stale")]).on_hit(&stale, now),
+            HitDecision::ServeStale
+        );
+        assert_eq!(
+            d(&[("cache-control", "max-stale=60")]).on_hit(&stale, now),
+            HitDecision::ServeStale
+        );
+        assert_eq!(
+            d(&[("cache-control", "max-stale=5")]).on_hit(&stale, now),
+            HitDecision::Default
+        );
+        let must = meta(
+            &p,
+            &get(),
+            &resp(
+                200,
+                &[
+                    ("cache-control", "max-age=10, must-revalidate"),
+                    ("age", "30"),
+                ],
+            ),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            d(&[("cache-control", "max-stale")]).on_hit(&must, now),
+            HitDecision::Default
         );
     }
 }

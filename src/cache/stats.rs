@@ -13,8 +13,10 @@ use parking_lot::Mutex;
 pub enum CacheStatus {
     /// Served from a fresh stored response.
     Hit,
-    /// Not in the cache (or not usable); fetched from the origin.
+    /// Not in the cache, or not cacheable; fetched from the origin.
     Miss,
+    /// A stored response had expired and could not be revalidated; fetched in full.
+    Expired,
     /// Served from a stored response past its freshness (stale-while-revalidate or
     /// stale-if-error).
     Stale,
@@ -29,6 +31,7 @@ impl CacheStatus {
         match self {
             CacheStatus::Hit => "HIT",
             CacheStatus::Miss => "MISS",
+            CacheStatus::Expired => "EXPIRED",
             CacheStatus::Stale => "STALE",
             CacheStatus::Revalidated => "REVALIDATED",
             CacheStatus::Bypass => "BYPASS",
@@ -40,6 +43,7 @@ impl CacheStatus {
 pub struct CacheStats {
     hits: AtomicU64,
     misses: AtomicU64,
+    expired: AtomicU64,
     stale: AtomicU64,
     revalidated: AtomicU64,
     bypass: AtomicU64,
@@ -51,6 +55,7 @@ pub struct CacheStats {
 pub struct StatsSnapshot {
     pub hits: u64,
     pub misses: u64,
+    pub expired: u64,
     pub stale: u64,
     pub revalidated: u64,
     pub bypass: u64,
@@ -62,6 +67,7 @@ impl CacheStats {
         let counter = match status {
             CacheStatus::Hit => &self.hits,
             CacheStatus::Miss => &self.misses,
+            CacheStatus::Expired => &self.expired,
             CacheStatus::Stale => &self.stale,
             CacheStatus::Revalidated => &self.revalidated,
             CacheStatus::Bypass => &self.bypass,
@@ -77,6 +83,7 @@ impl CacheStats {
         StatsSnapshot {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
             stale: self.stale.load(Ordering::Relaxed),
             revalidated: self.revalidated.load(Ordering::Relaxed),
             bypass: self.bypass.load(Ordering::Relaxed),

@@ -87,6 +87,12 @@ pub struct CacheConfig {
     pub max_object_bytes: usize,
     pub lock_timeout: Duration,
     pub stale_retention: Duration,
+    pub heuristic_fraction: f64,
+    pub heuristic_max: Duration,
+    pub stale_if_error: Duration,
+    pub ignore_client_no_cache: bool,
+    /// Whether `PURGE` requests are accepted on the proxy port.
+    pub purge: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -242,6 +248,14 @@ fn size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| "is not a size (examples: 512MiB, 2GiB)".into())
 }
 
+fn fraction(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| (0.0..=1.0).contains(f))
+        .ok_or_else(|| "is not a fraction between 0 and 1 (example: 0.1)".into())
+}
+
 fn count(text: &str) -> Result<usize, String> {
     text.trim()
         .parse::<usize>()
@@ -393,6 +407,11 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
             positive_duration,
         )?,
         stale_retention: r.get("cache.stale_retention", Duration::from_secs(600), duration)?,
+        heuristic_fraction: r.get("cache.heuristic_fraction", 0.1, fraction)?,
+        heuristic_max: r.get("cache.heuristic_max", Duration::from_secs(86_400), duration)?,
+        stale_if_error: r.get("cache.stale_if_error", Duration::ZERO, duration)?,
+        ignore_client_no_cache: r.get("cache.ignore_client_no_cache", false, boolean)?,
+        purge: r.get("purge.enabled", false, boolean)?,
     };
     if cache.max_object_bytes > cache.max_bytes {
         let v = r

@@ -1,28 +1,32 @@
 //! The proxy: Pingora's `ProxyHttp` phases for one request, in the order they run.
 //!
 //! ```text
-//! request_filter          readiness probe; request ID; CORS preflight answered here;
-//!                         Host required
+//! request_filter          readiness probe; request ID; PURGE; CORS preflight; Host required
 //!   │
-//! request_cache_filter    GET/HEAD only: enable the cache (backend, lock, max object size)
+//! request_cache_filter    GET/HEAD only: enable the cache; read request Cache-Control
 //! cache_key_callback      scheme + host + path?query (cache::key)
 //! cache_vary_filter       picks the stored variant matching the request's Vary headers
-//!   ├─ fresh hit ─────────────────────────────────────────────────────────┐
-//!   │  miss/expired: concurrent requests for the key wait on the cache lock │
-//! upstream_peer           the origin, with connect/read timeouts          │
-//! upstream_request_filter Host, X-Request-Id, X-Forwarded-*               │
-//! response_cache_filter   store or not, and for how long (cache::policy)  │
-//!   │                                                                      │
-//! response_filter         X-Cache, counters, X-Request-Id, security     ◄┘
-//!                         headers, CORS
+//! cache_hit_filter        request no-cache/max-age/min-fresh/max-stale against the entry
+//!   ├─ usable hit (fresh, or stale as allowed) ──────────────────────────────┐
+//!   │  miss/expired: concurrent requests for the key wait on the cache lock  │
+//! proxy_upstream_filter   only-if-cached: 504 instead of going upstream      │
+//! upstream_peer           the origin, with connect/read timeouts             │
+//! upstream_request_filter Host, X-Request-Id, X-Forwarded-*; hop-by-hop out  │
+//! upstream_response_filter hop-by-hop headers out, before anything is stored │
+//! response_cache_filter   store or not, and for how long (cache::policy)     │
+//! should_serve_stale      stale-while-revalidate / stale-if-error decisions  │
+//!   │                                                                         │
+//! response_filter         X-Cache, counters, invalidation after unsafe     ◄─┘
+//!                         methods, X-Request-Id, security headers, CORS
 //! fail_to_proxy           any failure above: one JSON error (502, 504, ...)
 //! logging                 access log line
 //! ```
 //!
-//! Responses the proxy writes itself (preflight answers, errors) skip `response_filter`, so
-//! they get the same headers through [`Proxy::own_headers`].
+//! Responses the proxy writes itself (probe and preflight answers, PURGE results, errors)
+//! skip `response_filter`, so they get the same headers through [`Proxy::own_headers`].
 
 pub mod cors;
+pub mod hop_by_hop;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,15 +35,21 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
 use log::{info, warn};
+use std::time::SystemTime;
+
 use pingora_cache::key::HashBinary;
-use pingora_cache::{CacheKey, CacheMeta, CachePhase, RespCacheable};
+use pingora_cache::{CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, Result};
+use pingora_error::{Error, ErrorSource, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::admin::{ProbeToken, PROBE_HEADER};
-use crate::cache::{key, vary, Cache, CachePolicy, CacheStatus};
+use crate::auth::AdminAuth;
+use crate::cache::{
+    invalidation, key, merge_not_modified, vary, Cache, CachePolicy, CacheStatus, HitDecision,
+    RequestDirectives,
+};
 use crate::config::{Config, CorsConfig, UpstreamConfig};
 use crate::error::{json_body, ErrorKind};
 use crate::headers::{self, SECURITY_HEADERS, X_REQUEST_ID};
@@ -51,6 +61,8 @@ const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The caching proxy application.
 pub struct Proxy {
     cache: Arc<Cache>,
+    auth: AdminAuth,
+    purge_enabled: bool,
     /// Lets the readiness check recognise this process's own listener.
     probe: ProbeToken,
     upstream: UpstreamConfig,
@@ -70,12 +82,21 @@ pub struct RequestCtx {
     error: Option<ErrorKind>,
     /// The readiness check's own request: answered here, not logged.
     probe: bool,
+    /// What the request's Cache-Control asks of the cache.
+    directives: RequestDirectives,
+    /// A stale stored response was served (max-stale, stale-while-revalidate, stale-if-error).
+    served_stale: bool,
+    /// The header fields of a 304 answering our revalidation, kept for the merge into the
+    /// stored response.
+    not_modified: Option<http::HeaderMap>,
 }
 
 impl Proxy {
     pub fn new(config: &Config, cache: Arc<Cache>, probe: ProbeToken) -> Self {
         Proxy {
             cache,
+            auth: AdminAuth::new(config.admin.token.clone()),
+            purge_enabled: config.cache.purge,
             probe,
             upstream: config.upstream.clone(),
             cors: config.cors.clone(),
@@ -110,17 +131,7 @@ impl Proxy {
     ) {
         ctx.error = Some(kind);
         let body = json_body(kind, message, &ctx.request_id);
-        let mut resp = ResponseHeader::build(kind.status(), Some(8)).expect("valid status");
-        let _ = resp.insert_header(header::CONTENT_TYPE, "application/json");
-        let _ = resp.insert_header(header::CONTENT_LENGTH, body.len());
-        let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
-        let status = if ctx.cache_enabled {
-            CacheStatus::Miss
-        } else {
-            CacheStatus::Bypass
-        };
-        let _ = resp.insert_header("x-cache", status.as_str());
-        self.own_headers(&mut resp, ctx, false);
+        let resp = self.json_response(ctx, kind.status(), body.len());
         if let Err(e) = session
             .as_downstream_mut()
             .write_error_response(resp, Bytes::from(body))
@@ -132,12 +143,78 @@ impl Proxy {
             );
         }
     }
+
+    /// The header of a JSON response written by the proxy itself.
+    fn json_response(&self, ctx: &RequestCtx, status: u16, len: usize) -> ResponseHeader {
+        let mut resp = ResponseHeader::build(status, Some(8)).expect("valid status");
+        let _ = resp.insert_header(header::CONTENT_TYPE, "application/json");
+        let _ = resp.insert_header(header::CONTENT_LENGTH, len);
+        let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
+        let status = if ctx.cache_enabled {
+            CacheStatus::Miss
+        } else {
+            CacheStatus::Bypass
+        };
+        let _ = resp.insert_header("x-cache", status.as_str());
+        self.own_headers(&mut resp, ctx, false);
+        resp
+    }
+
+    /// `PURGE <url>`: removes the URL and all its variants, when enabled and authorised.
+    async fn purge(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        if !self.purge_enabled {
+            let message = "PURGE is not enabled (purge.enabled)";
+            self.respond_error(session, ctx, ErrorKind::MethodNotAllowed, message)
+                .await;
+            return Ok(());
+        }
+        let req = session.req_header();
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        // Without a token, only loopback clients may purge, whatever the listen address.
+        if let Err(kind) = self
+            .auth
+            .check(req.headers.get(header::AUTHORIZATION), client, true)
+        {
+            self.respond_error(session, ctx, kind, kind.default_message())
+                .await;
+            return Ok(());
+        }
+        let key = key::for_request(req, false);
+        let purged = match self.cache.backend.remove(&key).await {
+            Ok(purged) => purged,
+            Err(e) => {
+                let message = format!("purging failed: {e}");
+                self.respond_error(session, ctx, ErrorKind::Internal, &message)
+                    .await;
+                return Ok(());
+            }
+        };
+        info!(
+            "PURGE {}: {}",
+            req.uri,
+            if purged { "removed" } else { "not cached" }
+        );
+        ctx.cache_status = Some(CacheStatus::Bypass);
+        let mut body = serde_json::to_vec(&serde_json::json!({"purged": purged}))
+            .expect("JSON values serialise");
+        body.push(b'\n');
+        let resp = self.json_response(ctx, 200, body.len());
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await
+    }
 }
 
 /// Maps Pingora's cache phase to what `X-Cache` reports.
-fn cache_status(phase: CachePhase, cache_enabled: bool) -> CacheStatus {
+fn cache_status(phase: CachePhase, cache_enabled: bool, served_stale: bool) -> CacheStatus {
     match phase {
+        _ if served_stale => CacheStatus::Stale,
         CachePhase::Hit => CacheStatus::Hit,
+        CachePhase::Expired => CacheStatus::Expired,
         CachePhase::Stale | CachePhase::StaleUpdating => CacheStatus::Stale,
         CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => CacheStatus::Revalidated,
         CachePhase::Bypass => CacheStatus::Bypass,
@@ -159,6 +236,9 @@ impl ProxyHttp for Proxy {
             cors: CorsDecision::None,
             error: None,
             probe: false,
+            directives: RequestDirectives::default(),
+            served_stale: false,
+            not_modified: None,
         }
     }
 
@@ -172,6 +252,10 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         ctx.request_id = headers::request_id(req.headers.get(X_REQUEST_ID));
+        if req.method.as_str() == "PURGE" {
+            self.purge(session, ctx).await?;
+            return Ok(true);
+        }
         if !req.headers.contains_key(header::HOST) && req.uri.authority().is_none() {
             self.respond_error(
                 session,
@@ -223,6 +307,10 @@ impl ProxyHttp for Proxy {
             .cache
             .set_max_file_size_bytes(self.cache.max_object_bytes);
         ctx.cache_enabled = true;
+        ctx.directives = RequestDirectives::from_request(
+            session.req_header(),
+            self.cache.policy.ignore_client_no_cache,
+        );
         Ok(())
     }
 
@@ -234,12 +322,62 @@ impl ProxyHttp for Proxy {
         &self,
         session: &Session,
         resp: &ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
-        Ok(self
-            .cache
-            .policy
-            .response_cacheable(session.req_header(), resp))
+        let policy = &self.cache.policy;
+        // After a 304, `resp` is Pingora's merge; complete it with every field of the 304.
+        Ok(match ctx.not_modified.take() {
+            Some(fields) => {
+                let merged = merge_not_modified(resp, &fields);
+                policy.response_cacheable(session.req_header(), &merged)
+            }
+            None => policy.response_cacheable(session.req_header(), resp),
+        })
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        Ok(match ctx.directives.on_hit(meta, SystemTime::now()) {
+            HitDecision::Default => None,
+            HitDecision::Revalidate => Some(ForcedFreshness::ForceExpired),
+            HitDecision::ServeStale => {
+                ctx.served_stale = true;
+                Some(ForcedFreshness::ForceFresh)
+            }
+        })
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        if ctx.cache_enabled && ctx.directives.only_if_cached {
+            let kind = ErrorKind::NotCached;
+            self.respond_error(session, ctx, kind, kind.default_message())
+                .await;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        // The stored response's own windows were checked by Pingora before this is asked.
+        let serve =
+            !ctx.directives.no_cache && error.is_none_or(|e| e.esource() == &ErrorSource::Upstream);
+        ctx.served_stale |= serve;
+        serve
     }
 
     fn cache_vary_filter(
@@ -274,6 +412,7 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        hop_by_hop::strip_request(upstream_request);
         if !self.upstream.preserve_host {
             upstream_request.insert_header(header::HOST, &self.upstream.origin.authority)?;
         }
@@ -290,13 +429,32 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        hop_by_hop::strip_response(upstream_response);
+        if ctx.cache_enabled && upstream_response.status == http::StatusCode::NOT_MODIFIED {
+            ctx.not_modified = Some(upstream_response.headers.clone());
+        }
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let status = cache_status(session.cache.phase(), ctx.cache_enabled);
+        // Before the client sees the response, so its next request sees the invalidation.
+        for key in invalidation::targets(session.req_header(), upstream_response, false) {
+            if let Err(e) = self.cache.backend.remove(&key).await {
+                warn!("invalidation failed, request_id={}: {e}", ctx.request_id);
+            }
+        }
+        let status = cache_status(session.cache.phase(), ctx.cache_enabled, ctx.served_stale);
         ctx.cache_status = Some(status);
         // Counted before the response leaves, so a client that reads the stats right after
         // a response sees it counted.
@@ -367,20 +525,45 @@ mod tests {
 
     #[test]
     fn x_cache_follows_the_cache_phase() {
-        assert_eq!(cache_status(CachePhase::Hit, true), CacheStatus::Hit);
-        assert_eq!(cache_status(CachePhase::Miss, true), CacheStatus::Miss);
-        assert_eq!(cache_status(CachePhase::Expired, true), CacheStatus::Miss);
-        assert_eq!(cache_status(CachePhase::Stale, true), CacheStatus::Stale);
+        assert_eq!(cache_status(CachePhase::Hit, true, false), CacheStatus::Hit);
         assert_eq!(
-            cache_status(CachePhase::Revalidated, true),
-            CacheStatus::Revalidated
+            cache_status(CachePhase::Hit, true, true),
+            CacheStatus::Stale
         );
         assert_eq!(
-            cache_status(CachePhase::Disabled(NoCacheReason::OriginNotCache), true),
+            cache_status(CachePhase::Miss, true, false),
             CacheStatus::Miss
         );
         assert_eq!(
-            cache_status(CachePhase::Disabled(NoCacheReason::NeverEnabled), false),
+            cache_status(CachePhase::Expired, true, false),
+            CacheStatus::Expired
+        );
+        assert_eq!(
+            cache_status(CachePhase::Expired, true, true),
+            CacheStatus::Stale
+        );
+        assert_eq!(
+            cache_status(CachePhase::Stale, true, false),
+            CacheStatus::Stale
+        );
+        assert_eq!(
+            cache_status(CachePhase::Revalidated, true, false),
+            CacheStatus::Revalidated
+        );
+        assert_eq!(
+            cache_status(
+                CachePhase::Disabled(NoCacheReason::OriginNotCache),
+                true,
+                false
+            ),
+            CacheStatus::Miss
+        );
+        assert_eq!(
+            cache_status(
+                CachePhase::Disabled(NoCacheReason::NeverEnabled),
+                false,
+                false
+            ),
             CacheStatus::Bypass
         );
     }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -69,6 +70,7 @@ type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
 
 struct State {
     handler: Box<Handler>,
+    stopped: std::sync::atomic::AtomicBool,
     requests: Mutex<Vec<Recorded>>,
     /// Server names clients asked for in TLS handshakes, one per connection.
     sni: Mutex<Vec<String>>,
@@ -134,6 +136,9 @@ impl Origin {
         let per_connection = Arc::new(per_connection);
         thread::spawn(move || {
             for stream in listener.incoming() {
+                if s.stopped.load(Ordering::SeqCst) {
+                    break; // drops the listener: connections are refused from now on
+                }
                 let Ok(stream) = stream else { continue };
                 let (s, per_connection) = (s.clone(), per_connection.clone());
                 thread::spawn(move || per_connection(stream, &s));
@@ -173,6 +178,28 @@ impl Origin {
             }
             serve(tls, state);
         })
+    }
+
+    /// An origin answering requests with `replies` in turn, repeating the last one.
+    pub fn sequence(replies: Vec<Reply>) -> Origin {
+        assert!(!replies.is_empty());
+        let next = AtomicUsize::new(0);
+        Self::start(move |_| {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            replies[i.min(replies.len() - 1)].clone()
+        })
+    }
+
+    /// Stops the origin: the listener closes and open connections are closed before their
+    /// next request, as when an origin server goes down.
+    pub fn stop(&self) {
+        self.state.stopped.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wakes the accept loop
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(self.addr).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "origin did not stop");
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// The server names asked for in TLS handshakes so far.
@@ -220,6 +247,7 @@ impl Origin {
 fn new_state(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Arc<State> {
     Arc::new(State {
         handler: Box::new(handler),
+        stopped: std::sync::atomic::AtomicBool::new(false),
         requests: Mutex::new(Vec::new()),
         sni: Mutex::new(Vec::new()),
     })
@@ -231,6 +259,9 @@ fn serve<S: Read + Write>(stream: S, state: &State) {
         let Some(request) = read_request(&mut reader) else {
             return;
         };
+        if state.stopped.load(Ordering::SeqCst) {
+            return;
+        }
         let close = request
             .header("connection")
             .is_some_and(|c| c.eq_ignore_ascii_case("close"));

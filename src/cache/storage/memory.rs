@@ -6,9 +6,10 @@
 //! entries first) in the same critical section that inserts it. All variants of one URL live
 //! in the same shard (sharding is by the primary key), so purging a URL is one shard's work.
 //!
-//! Entries are freed once they can no longer be served: past their freshness and stale
-//! windows, plus `stale_retention` for entries that carry a validator and can still be
-//! revalidated with a 304. Expired entries are dropped on lookup and by [`sweep_expired`].
+//! Entries are freed once they are of no more use: past their freshness and stale windows,
+//! plus `stale_retention`, during which an expired entry can still be revalidated with a 304
+//! or served to a client that accepts stale responses (`max-stale`). Such entries are
+//! dropped on lookup and by [`sweep_expired`].
 //!
 //! [`sweep_expired`]: super::CacheBackend::sweep_expired
 
@@ -171,19 +172,12 @@ impl MemoryStorage {
     }
 }
 
-/// When an entry stops being useful: it can no longer be served fresh or stale, and (if it
-/// has no validator) cannot be revalidated either.
+/// When an entry stops being useful: past its stale windows and the retention after them.
 fn removable_at(meta: &CacheMeta, stale_retention: Duration) -> SystemTime {
     let stale_secs = meta
         .stale_while_revalidate_sec()
         .max(meta.stale_if_error_sec());
-    let mut at = meta.fresh_until() + Duration::from_secs(stale_secs.into());
-    let headers = meta.headers();
-    if headers.contains_key(http::header::ETAG) || headers.contains_key(http::header::LAST_MODIFIED)
-    {
-        at += stale_retention;
-    }
-    at
+    meta.fresh_until() + Duration::from_secs(stale_secs.into()) + stale_retention
 }
 
 fn compact_key(target: PurgeTarget<'_>) -> Option<&CompactCacheKey> {

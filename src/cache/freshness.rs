@@ -1,0 +1,366 @@
+//! Freshness and age of a response, read as RFC 9111 §4.2 says.
+//!
+//! This module turns response headers into numbers: how long a response is fresh for
+//! (§4.2.1, with heuristic freshness from §4.2.2 and the configured default TTL as the last
+//! resort) and how old it already is on arrival (§4.2.3). Malformed input errs towards
+//! staleness: an invalid, negative or conflicting `max-age`/`s-maxage`, an invalid `Expires`
+//! or several `Expires` lines make the response stale on arrival (stored, but revalidated
+//! before use). Pingora's own Cache-Control parser keeps only the last of duplicate
+//! directives and reads an invalid value as "absent", so delta-seconds are read here.
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{AGE, CACHE_CONTROL, DATE, EXPIRES, LAST_MODIFIED};
+use http::{HeaderMap, StatusCode};
+
+/// Delta-seconds beyond this are read as this (RFC 9111 §1.2.2).
+pub const DELTA_SECONDS_MAX: u32 = 2_147_483_648;
+
+/// A delta-seconds directive (`max-age=60`) as found in a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delta {
+    Absent,
+    /// Present without a value (`max-stale`).
+    Bare,
+    Valid(u32),
+    /// Malformed, negative, or present several times with different values.
+    Invalid,
+}
+
+impl Delta {
+    pub fn is_present(self) -> bool {
+        self != Delta::Absent
+    }
+}
+
+/// Reads directive `name` from every line of the `header` field (`Cache-Control`).
+pub fn delta(headers: &HeaderMap, header: &http::HeaderName, name: &str) -> Delta {
+    let mut found = Delta::Absent;
+    for line in headers.get_all(header) {
+        let Ok(line) = line.to_str() else { continue };
+        for directive in split_directives(line) {
+            let (key, value) = match directive.split_once('=') {
+                Some((k, v)) => (k.trim(), Some(v.trim())),
+                None => (directive.trim(), None),
+            };
+            if !key.eq_ignore_ascii_case(name) {
+                continue;
+            }
+            let this = match value {
+                None => Delta::Bare,
+                Some(v) => parse_delta(v.trim_matches('"')),
+            };
+            found = match (found, this) {
+                (Delta::Absent, this) => this,
+                (prev, this) if prev == this => prev,
+                _ => Delta::Invalid,
+            };
+        }
+    }
+    found
+}
+
+/// Whether a valueless or valued directive is present (`no-cache`, `must-revalidate`).
+pub fn has(headers: &HeaderMap, name: &str) -> bool {
+    delta(headers, &CACHE_CONTROL, name).is_present()
+}
+
+fn parse_delta(v: &str) -> Delta {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Delta::Invalid;
+    }
+    match v.parse::<u64>() {
+        Ok(n) => Delta::Valid(n.min(DELTA_SECONDS_MAX as u64) as u32),
+        // Only digits, so the only failure is overflow.
+        Err(_) => Delta::Valid(DELTA_SECONDS_MAX),
+    }
+}
+
+/// Splits a list on commas outside quoted strings.
+fn split_directives(line: &str) -> impl Iterator<Item = &str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, b) in line.bytes().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                parts.push(&line[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&line[start..]);
+    parts.into_iter().map(str::trim).filter(|p| !p.is_empty())
+}
+
+/// Where a freshness lifetime came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `s-maxage`, `max-age`, `Expires` or `no-cache` (lifetime zero).
+    Explicit,
+    /// A fraction of the time since `Last-Modified` (§4.2.2).
+    Heuristic,
+    /// The configured default TTL.
+    Default,
+}
+
+/// How to give freshness to responses that carry none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FreshnessRules {
+    pub default_ttl: Duration,
+    /// Fraction of `Date - Last-Modified`; zero turns heuristic freshness off.
+    pub heuristic_fraction: f64,
+    pub heuristic_max: Duration,
+}
+
+/// Status codes whose responses may be given heuristic or default freshness (RFC 9110
+/// §15.1), minus 206 (never stored) and 501 (no 5xx is stored without explicit freshness).
+pub fn cacheable_by_default(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414
+    )
+}
+
+fn http_date(headers: &HeaderMap, name: &http::HeaderName) -> Option<SystemTime> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()
+}
+
+/// The freshness lifetime (§4.2.1), or `None` when the response has none and gets none.
+pub fn lifetime(
+    headers: &HeaderMap,
+    status: StatusCode,
+    now: SystemTime,
+    rules: &FreshnessRules,
+) -> Option<(Duration, Source)> {
+    let explicit = |secs: u32| Some((Duration::from_secs(secs.into()), Source::Explicit));
+    if has(headers, "no-cache") {
+        return explicit(0);
+    }
+    for name in ["s-maxage", "max-age"] {
+        match delta(headers, &CACHE_CONTROL, name) {
+            Delta::Valid(secs) => return explicit(secs),
+            Delta::Invalid | Delta::Bare => return explicit(0),
+            Delta::Absent => {}
+        }
+    }
+    if headers.contains_key(EXPIRES) {
+        // Several Expires lines or an invalid date: already expired (§5.3).
+        let Some(expires) = http_date(headers, &EXPIRES) else {
+            return explicit(0);
+        };
+        let date = http_date(headers, &DATE).unwrap_or(now);
+        let secs = expires.duration_since(date).map_or(0, |d| d.as_secs());
+        return explicit(secs.min(DELTA_SECONDS_MAX as u64) as u32);
+    }
+    if !cacheable_by_default(status) {
+        return None;
+    }
+    if rules.heuristic_fraction > 0.0 {
+        if let Some(last_modified) = http_date(headers, &LAST_MODIFIED) {
+            let date = http_date(headers, &DATE).unwrap_or(now);
+            if let Ok(since) = date.duration_since(last_modified) {
+                let heuristic = since
+                    .mul_f64(rules.heuristic_fraction)
+                    .min(rules.heuristic_max);
+                return Some((Duration::from_secs(heuristic.as_secs()), Source::Heuristic));
+            }
+        }
+    }
+    if rules.default_ttl.is_zero() {
+        return None;
+    }
+    Some((rules.default_ttl, Source::Default))
+}
+
+/// The age of a response when it arrives (§4.2.3): the larger of the origin's `Age` and
+/// the time elapsed since its `Date`.
+pub fn initial_age(headers: &HeaderMap, now: SystemTime) -> Duration {
+    let age_value = headers
+        .get(AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| match parse_delta(v.trim()) {
+            Delta::Valid(secs) => Some(Duration::from_secs(secs.into())),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let apparent_age = http_date(headers, &DATE)
+        .and_then(|date| now.duration_since(date).ok())
+        .map(|d| Duration::from_secs(d.as_secs()))
+        .unwrap_or_default();
+    age_value.max(apparent_age)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: FreshnessRules = FreshnessRules {
+        default_ttl: Duration::from_secs(300),
+        heuristic_fraction: 0.1,
+        heuristic_max: Duration::from_secs(86_400),
+    };
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn secs(pairs: &[(&str, &str)]) -> Option<(u64, Source)> {
+        lifetime(&headers(pairs), StatusCode::OK, SystemTime::now(), &RULES)
+            .map(|(d, s)| (d.as_secs(), s))
+    }
+
+    #[test]
+    fn delta_seconds_parsing() {
+        let cc = |v: &str| delta(&headers(&[("cache-control", v)]), &CACHE_CONTROL, "max-age");
+        assert_eq!(cc("max-age=60"), Delta::Valid(60));
+        assert_eq!(cc("public, MAX-AGE=60"), Delta::Valid(60));
+        assert_eq!(cc("max-age=\"60\""), Delta::Valid(60));
+        assert_eq!(cc("max-age=-1"), Delta::Invalid);
+        assert_eq!(cc("max-age=1.5"), Delta::Invalid);
+        assert_eq!(cc("max-age=abc"), Delta::Invalid);
+        assert_eq!(cc("max-age="), Delta::Invalid);
+        assert_eq!(cc("max-age"), Delta::Bare);
+        assert_eq!(
+            cc("max-age=99999999999999999999"),
+            Delta::Valid(DELTA_SECONDS_MAX)
+        );
+        assert_eq!(cc("max-age=60, max-age=60"), Delta::Valid(60));
+        assert_eq!(cc("max-age=60, max-age=120"), Delta::Invalid);
+        assert_eq!(cc("no-cache=\"a, max-age=5\""), Delta::Absent);
+        assert_eq!(cc("s-maxage=5"), Delta::Absent);
+    }
+
+    #[test]
+    fn duplicate_across_lines_conflict() {
+        let h = headers(&[
+            ("cache-control", "max-age=60"),
+            ("cache-control", "max-age=10"),
+        ]);
+        assert_eq!(delta(&h, &CACHE_CONTROL, "max-age"), Delta::Invalid);
+    }
+
+    #[test]
+    fn explicit_freshness_order() {
+        assert_eq!(
+            secs(&[("cache-control", "max-age=60, s-maxage=120")]),
+            Some((120, Source::Explicit))
+        );
+        assert_eq!(
+            secs(&[("cache-control", "max-age=60")]),
+            Some((60, Source::Explicit))
+        );
+        assert_eq!(
+            secs(&[("cache-control", "max-age=-5")]),
+            Some((0, Source::Explicit))
+        );
+        assert_eq!(
+            secs(&[("cache-control", "no-cache, max-age=60")]),
+            Some((0, Source::Explicit))
+        );
+        let now = SystemTime::now();
+        let date = httpdate::fmt_http_date(now - Duration::from_secs(100));
+        let expires = httpdate::fmt_http_date(now + Duration::from_secs(100));
+        // Expires counts from Date, not from now.
+        assert_eq!(
+            secs(&[("date", &date), ("expires", &expires)]),
+            Some((200, Source::Explicit))
+        );
+        assert_eq!(
+            secs(&[("expires", "not a date")]),
+            Some((0, Source::Explicit))
+        );
+        assert_eq!(secs(&[("expires", "0")]), Some((0, Source::Explicit)));
+        assert_eq!(
+            secs(&[("expires", &expires), ("expires", &expires)]),
+            Some((0, Source::Explicit)),
+            "several Expires lines"
+        );
+        assert_eq!(
+            secs(&[("cache-control", "max-age=10"), ("expires", &expires)]),
+            Some((10, Source::Explicit)),
+            "max-age wins over Expires"
+        );
+    }
+
+    #[test]
+    fn heuristic_and_default() {
+        let now = SystemTime::now();
+        let date = httpdate::fmt_http_date(now);
+        let lm = httpdate::fmt_http_date(now - Duration::from_secs(1000));
+        assert_eq!(
+            secs(&[("date", &date), ("last-modified", &lm)]),
+            Some((100, Source::Heuristic))
+        );
+        let old = httpdate::fmt_http_date(now - Duration::from_secs(100 * 86_400));
+        assert_eq!(
+            secs(&[("date", &date), ("last-modified", &old)]),
+            Some((86_400, Source::Heuristic)),
+            "capped"
+        );
+        assert_eq!(secs(&[]), Some((300, Source::Default)));
+        let none = FreshnessRules {
+            default_ttl: Duration::ZERO,
+            heuristic_fraction: 0.0,
+            ..RULES
+        };
+        assert_eq!(
+            lifetime(
+                &headers(&[("last-modified", &lm)]),
+                StatusCode::OK,
+                now,
+                &none
+            ),
+            None
+        );
+        assert_eq!(
+            lifetime(&headers(&[]), StatusCode::FOUND, now, &RULES),
+            None
+        );
+        assert_eq!(
+            lifetime(
+                &headers(&[]),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                now,
+                &RULES
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn initial_age_is_the_larger_of_age_and_apparent_age() {
+        let now = SystemTime::now();
+        assert_eq!(
+            initial_age(&headers(&[("age", "30")]), now),
+            Duration::from_secs(30)
+        );
+        let date = httpdate::fmt_http_date(now - Duration::from_secs(50));
+        assert_eq!(
+            initial_age(&headers(&[("age", "30"), ("date", &date)]), now).as_secs(),
+            50
+        );
+        assert_eq!(initial_age(&headers(&[("age", "-3")]), now), Duration::ZERO);
+        assert_eq!(initial_age(&headers(&[]), now), Duration::ZERO);
+        let future = httpdate::fmt_http_date(now + Duration::from_secs(50));
+        assert_eq!(
+            initial_age(&headers(&[("date", &future)]), now),
+            Duration::ZERO
+        );
+    }
+}
