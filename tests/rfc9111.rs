@@ -875,3 +875,25 @@ fn purge_method_is_authorised_like_the_admin_api() {
     assert_eq!(ok.status, 200);
     assert_eq!(get(&proxy.url("/a")).x_cache(), "MISS");
 }
+
+/// RFC 9110 §6.6.1: a response that arrives without Date gets one, also when served from
+/// the cache later.
+#[test]
+fn missing_date_is_added() {
+    let origin = Origin::start(|_| ok("x", "max-age=60"));
+    let proxy = Proxy::start(&origin.url());
+    for r in [get(&proxy.url("/d")), get(&proxy.url("/d"))] {
+        let date = r.header("date").expect("Date");
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+    }
+}
+
+/// §4.2.2: `public` allows heuristic or default freshness for other statuses too.
+#[test]
+fn public_allows_default_freshness_for_any_status() {
+    assert!(reused(
+        Reply::ok("x").status(302).header("cache-control", "public"),
+        &[]
+    ));
+    assert!(!reused(Reply::ok("x").status(302), &[]));
+}

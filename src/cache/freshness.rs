@@ -161,7 +161,9 @@ pub fn lifetime(
         let secs = expires.duration_since(date).map_or(0, |d| d.as_secs());
         return explicit(secs.min(DELTA_SECONDS_MAX as u64) as u32);
     }
-    if !cacheable_by_default(status) {
+    // `public` lets a shared cache give heuristic freshness to any non-error status (§4.2.2).
+    let public = has(headers, "public") && status.as_u16() < 500;
+    if !cacheable_by_default(status) && !public {
         return None;
     }
     if rules.heuristic_fraction > 0.0 {

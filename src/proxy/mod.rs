@@ -1,25 +1,24 @@
 //! The proxy: Pingora's `ProxyHttp` phases for one request, in the order they run.
 //!
 //! ```text
-//! request_filter          readiness probe; request ID; PURGE; CORS preflight; Host required
-//!   │
-//! request_cache_filter    GET/HEAD only: enable the cache; read request Cache-Control
-//! cache_key_callback      scheme + host + path?query (cache::key)
-//! cache_vary_filter       picks the stored variant matching the request's Vary headers
-//! cache_hit_filter        request no-cache/max-age/min-fresh/max-stale against the entry
-//!   ├─ usable hit (fresh, or stale as allowed) ──────────────────────────────┐
-//!   │  miss/expired: concurrent requests for the key wait on the cache lock  │
-//! proxy_upstream_filter   only-if-cached: 504 instead of going upstream      │
-//! upstream_peer           the origin, with connect/read timeouts             │
-//! upstream_request_filter Host, X-Request-Id, X-Forwarded-*; hop-by-hop out  │
-//! upstream_response_filter hop-by-hop headers out, before anything is stored │
-//! response_cache_filter   store or not, and for how long (cache::policy)     │
-//! should_serve_stale      stale-while-revalidate / stale-if-error decisions  │
-//!   │                                                                         │
-//! response_filter         X-Cache, counters, invalidation after unsafe     ◄─┘
-//!                         methods, X-Request-Id, security headers, CORS
-//! fail_to_proxy           any failure above: one JSON error (502, 504, ...)
-//! logging                 access log line
+//! request_filter           readiness probe; request ID; PURGE; CORS preflight; Host
+//! request_cache_filter     GET/HEAD only: enable the cache; read request Cache-Control
+//! cache_key_callback       scheme + host + path?query (cache::key)
+//! cache_vary_filter        picks the stored variant matching the request's Vary
+//! cache_hit_filter         request no-cache/max-age/min-fresh/max-stale vs the entry
+//!   |-- usable hit (fresh, or stale as allowed) ----------------------------+
+//!   |   miss/expired: concurrent requests for a key wait on the cache lock  |
+//! proxy_upstream_filter    only-if-cached: 504 instead of going upstream    |
+//! upstream_peer            the origin, with connect/read timeouts           |
+//! upstream_request_filter  Host, X-Request-Id, X-Forwarded-*; hop-by-hop out|
+//! upstream_response_filter hop-by-hop out, Date in; keeps 304 fields        |
+//! response_cache_filter    store or not, and for how long (cache::policy)   |
+//! should_serve_stale       stale-while-revalidate / stale-if-error          |
+//!   |                                                                       |
+//! response_filter          X-Cache, counters, invalidation after unsafe  <--+
+//!                          methods, X-Request-Id, security headers, CORS
+//! fail_to_proxy            any failure above: one JSON error (502, 504, ...)
+//! logging                  access log line
 //! ```
 //!
 //! Responses the proxy writes itself (probe and preflight answers, PURGE results, errors)
@@ -436,6 +435,11 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         hop_by_hop::strip_response(upstream_response);
+        if !upstream_response.headers.contains_key(header::DATE) {
+            // RFC 9110 §6.6.1: a recipient with a clock adds the Date it received it at.
+            upstream_response
+                .insert_header(header::DATE, httpdate::fmt_http_date(SystemTime::now()))?;
+        }
         if ctx.cache_enabled && upstream_response.status == http::StatusCode::NOT_MODIFIED {
             ctx.not_modified = Some(upstream_response.headers.clone());
         }
