@@ -13,5 +13,6 @@ pub mod config;
 pub mod error;
 pub mod headers;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(config.log_level);
+    logging::init(config.log_level, config.log_format);
     if cli.test {
         println!("caching-proxy: configuration OK");
         return ExitCode::SUCCESS;

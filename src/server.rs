@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use log::{debug, info, warn};
+use log::{debug, warn};
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
@@ -20,6 +20,7 @@ use crate::admin::{AdminApp, ProbeToken, Readiness, ReadinessService};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::proxy::Proxy;
+use crate::{logging, metrics};
 
 /// How often expired cache entries are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -66,15 +67,9 @@ fn check_listen_addresses(config: &Config) -> Result<(), StartError> {
 /// old process to hand over its listening sockets.
 pub fn build(config: &Config) -> Result<Server, StartError> {
     check_listen_addresses(config)?;
-    info!(
-        "caching-proxy {}: proxy on {}, admin on {}, origin {} ({}), cache {} bytes / {} entries",
-        env!("CARGO_PKG_VERSION"),
-        config.listen,
-        config.admin.listen,
-        config.upstream.origin.authority,
-        config.upstream.origin.addr,
-        config.cache.max_bytes,
-        config.cache.max_entries,
+    logging::event(
+        &format!("starting caching-proxy {}", env!("CARGO_PKG_VERSION")),
+        config.summary(),
     );
     if config.admin.token.is_none() && !config.admin.listen.ip().is_loopback() {
         warn!(
@@ -86,6 +81,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     server.bootstrap();
 
     let cache = Arc::new(Cache::in_memory(&config.cache));
+    metrics::register(cache.clone());
     let readiness = Readiness::default();
     let probe = ProbeToken::new();
 
@@ -100,7 +96,6 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         "admin".to_owned(),
         AdminApp::new(
             &config.admin,
-            &config.cache,
             cache.clone(),
             readiness.clone(),
             probe.clone(),

@@ -9,6 +9,7 @@
 //! Health answers name the process (`pid`): during a binary upgrade two processes serve, and
 //! an operator can see which one answered.
 //! | GET    | `/cache/stats`  | counters and usage, JSON               | no    |
+//! | GET    | `/metrics`      | Prometheus text format                 | no    |
 //! | DELETE | `/cache`        | removes every entry                    | yes   |
 //! | POST   | `/cache/purge`  | removes one URL (`{"url": "..."}`)     | yes   |
 //!
@@ -29,9 +30,10 @@ use serde_json::{json, Value};
 
 use crate::auth::AdminAuth;
 use crate::cache::{key, Cache};
-use crate::config::{AdminConfig, CacheConfig};
+use crate::config::AdminConfig;
 use crate::error::{json_body, ErrorKind};
 use crate::headers::{self, SECURITY_HEADERS, X_REQUEST_ID};
+use crate::metrics::{self, METRICS};
 pub use health::{ProbeToken, Readiness, ReadinessService, PROBE_HEADER};
 
 /// Largest request body the admin service reads.
@@ -43,8 +45,6 @@ pub struct AdminApp {
     listens_on_loopback: bool,
     readiness: Readiness,
     probe: ProbeToken,
-    max_bytes: usize,
-    max_entries: usize,
 }
 
 type Reply = Result<(StatusCode, Value), (ErrorKind, String)>;
@@ -60,7 +60,6 @@ fn fail(kind: ErrorKind) -> Reply {
 impl AdminApp {
     pub fn new(
         admin: &AdminConfig,
-        cache_config: &CacheConfig,
         cache: Arc<Cache>,
         readiness: Readiness,
         probe: ProbeToken,
@@ -71,8 +70,6 @@ impl AdminApp {
             listens_on_loopback: admin.listen.ip().is_loopback(),
             readiness,
             probe,
-            max_bytes: cache_config.max_bytes,
-            max_entries: cache_config.max_entries,
         }
     }
 
@@ -117,6 +114,7 @@ impl AdminApp {
                     )
                 })?;
                 self.cache.stats.record_clear();
+                METRICS.admin_actions.with_label_values(&["clear"]).inc();
                 info!("admin: cache cleared, {cleared} entries removed");
                 Ok((StatusCode::OK, json!({"cleared": cleared})))
             }
@@ -131,15 +129,18 @@ impl AdminApp {
                     .remove(&key)
                     .await
                     .map_err(|e| (ErrorKind::Internal, format!("purging failed: {e}")))?;
+                METRICS.admin_actions.with_label_values(&["purge"]).inc();
                 info!(
                     "admin: purge {url}: {}",
                     if purged { "removed" } else { "not cached" }
                 );
                 Ok((StatusCode::OK, json!({"url": url, "purged": purged})))
             }
-            ("/health/live" | "/health/ready" | "/cache/stats" | "/cache" | "/cache/purge", _) => {
-                fail(ErrorKind::MethodNotAllowed)
-            }
+            (
+                "/health/live" | "/health/ready" | "/cache/stats" | "/cache" | "/cache/purge"
+                | "/metrics",
+                _,
+            ) => fail(ErrorKind::MethodNotAllowed),
             _ => fail(ErrorKind::NotFound),
         }
     }
@@ -161,8 +162,9 @@ impl AdminApp {
             "expirations": u.expirations,
             "entries": u.entries,
             "bytes": u.bytes,
-            "max_entries": self.max_entries,
-            "max_bytes": self.max_bytes,
+            "max_entries": self.cache.limits.max_entries,
+            "max_bytes": self.cache.limits.max_bytes,
+            "coalesced_waits": s.coalesced_waits,
             "last_cleared": s.last_cleared.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
         })
     }
@@ -202,9 +204,30 @@ async fn read_purge_url(session: &mut ServerSession) -> Result<String, (ErrorKin
         })
 }
 
+/// `GET /metrics`: the Prometheus text format.
+fn metrics_response() -> Response<Vec<u8>> {
+    let body = metrics::render();
+    let mut builder = Response::builder()
+        .status(StatusCode::OK)
+        .header(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+        .header(header::CONTENT_LENGTH, body.len())
+        .header(header::CACHE_CONTROL, "no-store");
+    for (name, value) in SECURITY_HEADERS {
+        builder = builder.header(name, value);
+    }
+    builder.body(body).expect("static headers are valid")
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method == Method::GET && req.uri.path() == "/metrics" {
+            return metrics_response();
+        }
         let request_id = headers::request_id(session.req_header().headers.get(X_REQUEST_ID));
         let probed = self
             .probe

@@ -24,6 +24,13 @@ pub use stats::{CacheStats, CacheStatus, StatsSnapshot};
 use storage::memory::MemoryLimits;
 pub use storage::{CacheBackend, MemoryStorage, Usage};
 
+/// The configured bounds of the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_bytes: usize,
+    pub max_entries: usize,
+}
+
 /// Everything the request path and the admin service need to use the cache.
 pub struct Cache {
     pub backend: &'static dyn CacheBackend,
@@ -31,6 +38,8 @@ pub struct Cache {
     pub lock: &'static CacheKeyLockImpl,
     pub policy: CachePolicy,
     pub stats: CacheStats,
+    /// The configured size bounds, reported alongside usage.
+    pub limits: Limits,
     pub max_object_bytes: usize,
     lock_timeout: Duration,
 }
@@ -63,6 +72,10 @@ impl Cache {
                 ignore_client_no_cache: config.ignore_client_no_cache,
             },
             stats: CacheStats::default(),
+            limits: Limits {
+                max_bytes: config.max_bytes,
+                max_entries: config.max_entries,
+            },
             max_object_bytes: config.max_object_bytes,
             lock_timeout: config.lock_timeout,
         }

@@ -47,6 +47,7 @@ pub struct CacheStats {
     stale: AtomicU64,
     revalidated: AtomicU64,
     bypass: AtomicU64,
+    coalesced_waits: AtomicU64,
     last_cleared: Mutex<Option<SystemTime>>,
 }
 
@@ -59,6 +60,8 @@ pub struct StatsSnapshot {
     pub stale: u64,
     pub revalidated: u64,
     pub bypass: u64,
+    /// Requests that waited for another request's fetch of the same key.
+    pub coalesced_waits: u64,
     pub last_cleared: Option<SystemTime>,
 }
 
@@ -75,6 +78,10 @@ impl CacheStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn record_coalesced_wait(&self) {
+        self.coalesced_waits.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn record_clear(&self) {
         *self.last_cleared.lock() = Some(SystemTime::now());
     }
@@ -87,6 +94,7 @@ impl CacheStats {
             stale: self.stale.load(Ordering::Relaxed),
             revalidated: self.revalidated.load(Ordering::Relaxed),
             bypass: self.bypass.load(Ordering::Relaxed),
+            coalesced_waits: self.coalesced_waits.load(Ordering::Relaxed),
             last_cleared: *self.last_cleared.lock(),
         }
     }

@@ -52,6 +52,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub cache: CacheConfig,
     pub log_level: LevelFilter,
+    pub log_format: LogFormat,
     pub cors: CorsConfig,
     pub security_headers: bool,
     pub admin: AdminConfig,
@@ -93,6 +94,15 @@ pub struct CacheConfig {
     pub ignore_client_no_cache: bool,
     /// Whether `PURGE` requests are accepted on the proxy port.
     pub purge: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -155,6 +165,38 @@ impl Config {
     pub fn load_admin(cli: &Cli) -> Result<AdminConfig, ConfigError> {
         let raw = RawSettings::gather(cli)?;
         resolve_admin(&Resolver { raw: &raw })
+    }
+
+    /// The resolved settings for the start-up log, secrets left out.
+    pub fn summary(&self) -> serde_json::Value {
+        let c = &self.cache;
+        serde_json::json!({
+            "listen": self.listen.to_string(),
+            "origin": format!(
+                "{}://{} ({})",
+                if self.upstream.origin.tls { "https" } else { "http" },
+                self.upstream.origin.authority,
+                self.upstream.origin.addr
+            ),
+            "preserve_host": self.upstream.preserve_host,
+            "connect_timeout_ms": self.upstream.connect_timeout.as_millis() as u64,
+            "read_timeout_ms": self.upstream.read_timeout.as_millis() as u64,
+            "cache": {
+                "default_ttl_s": c.default_ttl.as_secs(),
+                "max_bytes": c.max_bytes,
+                "max_entries": c.max_entries,
+                "max_object_bytes": c.max_object_bytes,
+                "stale_if_error_s": c.stale_if_error.as_secs(),
+                "heuristic_fraction": c.heuristic_fraction,
+                "purge": c.purge,
+            },
+            "cors": self.cors.enabled,
+            "security_headers": self.security_headers,
+            "admin": self.admin.listen.to_string(),
+            "admin_token": if self.admin.token.is_some() { "set" } else { "unset" },
+            "threads": self.server.threads,
+            "grace_period_s": self.server.grace_period.as_secs(),
+        })
     }
 
     /// Pingora's `ServerConf` for these settings.
@@ -286,6 +328,24 @@ fn non_empty(text: &str) -> Result<String, String> {
     match text.trim() {
         "" => Err("must not be empty".into()),
         t => Ok(t.to_owned()),
+    }
+}
+
+fn log_format(text: &str) -> Result<LogFormat, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "json" => Ok(LogFormat::Json),
+        "text" => Ok(LogFormat::Text),
+        _ => Err("is not a log format (json or text)".into()),
+    }
+}
+
+/// JSON for log collectors, text for a person at a terminal.
+fn default_log_format() -> LogFormat {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
     }
 }
 
@@ -494,6 +554,7 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
         },
         cache,
         log_level: r.get("log.level", LevelFilter::Info, level)?,
+        log_format: r.get("log.format", default_log_format(), log_format)?,
         cors,
         security_headers: r.get("security_headers.enabled", true, boolean)?,
         admin,
@@ -522,6 +583,25 @@ mod tests {
         assert_eq!(c.admin.listen, "127.0.0.1:9091".parse().unwrap());
         assert!(c.security_headers);
         assert!(!c.cors.enabled);
+        assert_eq!(
+            c.log_format,
+            LogFormat::Json,
+            "stderr is not a terminal under cargo test"
+        );
+    }
+
+    #[test]
+    fn summary_leaves_secrets_out() {
+        let c = load(&[
+            "--origin",
+            "http://127.0.0.1:9000",
+            "--admin-token",
+            "hunter2",
+        ])
+        .unwrap();
+        let text = c.summary().to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("\"admin_token\":\"set\""), "{text}");
     }
 
     #[test]

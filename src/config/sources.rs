@@ -77,6 +77,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("cache.ignore_client_no_cache", "cache-ignore-client-no-cache", "PROXY_CACHE_IGNORE_CLIENT_NO_CACHE", Kind::Switch, "Ignore request no-cache/max-age (forced reloads) to protect the origin [default: false]"),
     setting("purge.enabled", "enable-purge", "PROXY_ENABLE_PURGE", Kind::Switch, "Accept PURGE requests on the proxy port, authorised like the admin API [default: false]"),
     setting("log.level", "log-level", "PROXY_LOG_LEVEL", Kind::Value, "error, warn, info, debug or trace [default: info]"),
+    setting("log.format", "log-format", "PROXY_LOG_FORMAT", Kind::Value, "json or text [default: json, text when stderr is a terminal]"),
     setting("cors.enabled", "enable-cors", "PROXY_ENABLE_CORS", Kind::Switch, "Add CORS headers and answer preflight requests at the edge [default: false]"),
     setting("cors.allowed_origins", "allowed-origins", "PROXY_ALLOWED_ORIGINS", Kind::List, "Comma-separated origins allowed by CORS, or * [default: none]"),
     setting("security_headers.enabled", "security-headers", "PROXY_SECURITY_HEADERS", Kind::Switch, "Add X-Content-Type-Options, X-Frame-Options, Referrer-Policy, X-XSS-Protection [default: true]"),

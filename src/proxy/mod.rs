@@ -18,7 +18,9 @@
 //! response_filter          X-Cache, counters, invalidation after unsafe  <--+
 //!                          methods, X-Request-Id, security headers, CORS
 //! fail_to_proxy            any failure above: one JSON error (502, 504, ...)
-//! logging                  access log line
+//! fail_to_connect,         origin errors counted by kind
+//!   error_while_proxy
+//! logging                  access record; request metrics
 //! ```
 //!
 //! Responses the proxy writes itself (probe and preflight answers, PURGE results, errors)
@@ -38,8 +40,9 @@ use std::time::SystemTime;
 
 use pingora_cache::key::HashBinary;
 use pingora_cache::{CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, RespCacheable};
+use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorSource, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
@@ -52,6 +55,8 @@ use crate::cache::{
 use crate::config::{Config, CorsConfig, UpstreamConfig};
 use crate::error::{json_body, ErrorKind};
 use crate::headers::{self, SECURITY_HEADERS, X_REQUEST_ID};
+use crate::logging::{self, AccessRecord};
+use crate::metrics::{status_class, METRICS};
 use cors::CorsDecision;
 
 /// Idle upstream connections are kept this long for reuse.
@@ -88,6 +93,11 @@ pub struct RequestCtx {
     /// The header fields of a 304 answering our revalidation, kept for the merge into the
     /// stored response.
     not_modified: Option<http::HeaderMap>,
+    /// When the origin was first asked for a connection, when one was ready, and when its
+    /// response header arrived.
+    upstream_started: Option<Instant>,
+    upstream_connected: Option<Instant>,
+    upstream_header: Option<Instant>,
 }
 
 impl Proxy {
@@ -191,6 +201,7 @@ impl Proxy {
                 return Ok(());
             }
         };
+        METRICS.admin_actions.with_label_values(&["purge"]).inc();
         info!(
             "PURGE {}: {}",
             req.uri,
@@ -238,6 +249,9 @@ impl ProxyHttp for Proxy {
             directives: RequestDirectives::default(),
             served_stale: false,
             not_modified: None,
+            upstream_started: None,
+            upstream_connected: None,
+            upstream_header: None,
         }
     }
 
@@ -391,8 +405,9 @@ impl ProxyHttp for Proxy {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        ctx.upstream_started.get_or_insert_with(Instant::now);
         let origin = &self.upstream.origin;
         let mut peer = HttpPeer::new(origin.addr, origin.tls, origin.host.clone());
         let opts = &mut peer.options;
@@ -434,6 +449,16 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let now = Instant::now();
+        if let Some(connected) = ctx.upstream_connected {
+            METRICS
+                .upstream_response
+                .observe((now - connected).as_secs_f64());
+        }
+        ctx.upstream_header = Some(now);
+        if upstream_response.status.is_server_error() {
+            METRICS.origin_errors.with_label_values(&["5xx"]).inc();
+        }
         hop_by_hop::strip_response(upstream_response);
         if !upstream_response.headers.contains_key(header::DATE) {
             // RFC 9110 §6.6.1: a recipient with a clock adds the Date it received it at.
@@ -459,6 +484,9 @@ impl ProxyHttp for Proxy {
             }
         }
         let status = cache_status(session.cache.phase(), ctx.cache_enabled, ctx.served_stale);
+        if session.cache.lock_duration().is_some() {
+            self.cache.stats.record_coalesced_wait();
+        }
         ctx.cache_status = Some(status);
         // Counted before the response leaves, so a client that reads the stats right after
         // a response sees it counted.
@@ -492,6 +520,68 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        let kind = match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => "timeout",
+            _ => "connect",
+        };
+        METRICS.origin_errors.with_label_values(&[kind]).inc();
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if e.esource() == &ErrorSource::Upstream {
+            let kind = match e.etype() {
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+                _ => "reset",
+            };
+            METRICS.origin_errors.with_label_values(&[kind]).inc();
+        }
+        // Pingora's default retry policy: only idempotent requests, only on a reused
+        // connection, only while the request body can be replayed.
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let now = Instant::now();
+        if let (false, Some(started)) = (reused, ctx.upstream_started) {
+            METRICS
+                .upstream_connect
+                .observe((now - started).as_secs_f64());
+        }
+        ctx.upstream_connected = Some(now);
+        Ok(())
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if ctx.probe {
             return;
@@ -500,25 +590,64 @@ impl ProxyHttp for Proxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let cache = ctx
             .cache_status
-            .or(ctx.error.map(|_| CacheStatus::Miss))
-            .map_or("-", CacheStatus::as_str);
-        let error = match (ctx.error, e) {
-            (Some(kind), Some(e)) => format!(" error={} cause=\"{e}\"", kind.code()),
-            (Some(kind), None) => format!(" error={}", kind.code()),
-            (None, Some(e)) => format!(" cause=\"{e}\""),
-            (None, None) => String::new(),
-        };
-        info!(
-            target: "access",
-            "{} {} {} {} {}ms request_id={}{}",
-            req.method,
-            req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            .unwrap_or(if ctx.cache_enabled {
+                CacheStatus::Miss
+            } else {
+                CacheStatus::Bypass
+            })
+            .as_str();
+        let elapsed = ctx.started.elapsed();
+        METRICS
+            .requests
+            .with_label_values(&[method_label(&req.method), status_class(status), cache])
+            .inc();
+        METRICS
+            .request_duration
+            .with_label_values(&[cache])
+            .observe(elapsed.as_secs_f64());
+        let cause = e.map(|e| e.to_string());
+        let upstream_ms = ctx.upstream_started.and_then(|start| {
+            ctx.upstream_header
+                .map(|end| (end - start).as_secs_f64() * 1000.0)
+        });
+        logging::access(&AccessRecord {
+            timestamp: AccessRecord::timestamp(),
+            request_id: &ctx.request_id,
+            client: session.client_addr().map(|a| a.to_string()),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            query: req.uri.query(),
             status,
             cache,
-            ctx.started.elapsed().as_millis(),
-            ctx.request_id,
-            error
-        );
+            bytes_sent: session.as_downstream().body_bytes_sent(),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            upstream_ms,
+            origin: ctx
+                .upstream_started
+                .map(|_| self.upstream.origin.addr.to_string()),
+            user_agent: req
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+            error: ctx.error.map(ErrorKind::code).or(cause.as_deref()),
+        });
+    }
+}
+
+/// The method as a metric label: the standard ones, everything else as OTHER, so clients
+/// cannot create label values at will.
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ if method.as_str() == "PURGE" => "PURGE",
+        _ => "OTHER",
     }
 }
 

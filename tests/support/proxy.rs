@@ -153,6 +153,20 @@ impl Proxy {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
     }
 
+    /// Waits until the log contains `needle` (access records are written after the response
+    /// has gone out) and returns the log.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "{needle:?} not logged:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn stats(&self) -> serde_json::Value {
         super::get(&self.admin_url("/cache/stats")).json()
     }

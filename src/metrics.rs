@@ -1,0 +1,258 @@
+//! Prometheus metrics, `caching_proxy_*`, in the default registry of the `prometheus` crate
+//! (the one Pingora's own metrics use), served as text by the admin service at `/metrics`.
+//!
+//! Per-request metrics are recorded by the proxy as requests finish. Cache counters and
+//! gauges are not recorded twice: [`CacheCollector`] reads them at scrape time from the
+//! counters and storage usage the cache already keeps, so the two can never disagree.
+//! Process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//! `process_open_fds`, ...) come from the crate's process collector.
+
+use std::sync::Arc;
+
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    exponential_buckets, register_histogram, register_histogram_vec, register_int_counter_vec,
+    register_int_gauge_vec, Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, TextEncoder,
+};
+
+use crate::cache::Cache;
+
+/// Latency buckets from 0.5 ms to about 16 s.
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")
+}
+
+pub struct Metrics {
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_connect: Histogram,
+    pub upstream_response: Histogram,
+    pub origin_errors: IntCounterVec,
+    pub admin_actions: IntCounterVec,
+    build_info: IntGaugeVec,
+}
+
+pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
+    let m = Metrics {
+        requests: register_int_counter_vec!(
+            "caching_proxy_requests_total",
+            "Requests answered by the proxy, by method, status class and cache status.",
+            &["method", "status_class", "cache_status"]
+        )
+        .expect("register"),
+        request_duration: register_histogram_vec!(
+            "caching_proxy_request_duration_seconds",
+            "Time from request to the end of the response, by cache status.",
+            &["cache_status"],
+            latency_buckets()
+        )
+        .expect("register"),
+        upstream_connect: register_histogram!(
+            "caching_proxy_upstream_connect_duration_seconds",
+            "Time to open a new connection to the origin (TCP and TLS).",
+            latency_buckets()
+        )
+        .expect("register"),
+        upstream_response: register_histogram!(
+            "caching_proxy_upstream_response_duration_seconds",
+            "Time from sending a request to the origin to receiving its response header.",
+            latency_buckets()
+        )
+        .expect("register"),
+        origin_errors: register_int_counter_vec!(
+            "caching_proxy_origin_errors_total",
+            "Failed exchanges with the origin, by kind: connect, timeout, reset, 5xx.",
+            &["kind"]
+        )
+        .expect("register"),
+        admin_actions: register_int_counter_vec!(
+            "caching_proxy_admin_actions_total",
+            "Cache changes made through the admin API or PURGE, by action: clear, purge.",
+            &["action"]
+        )
+        .expect("register"),
+        build_info: register_int_gauge_vec!(
+            "caching_proxy_build_info",
+            "Always 1; labels name the build.",
+            &["version", "git_sha"]
+        )
+        .expect("register"),
+    };
+    m.build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("CACHING_PROXY_GIT_SHA")])
+        .set(1);
+    for kind in ["connect", "timeout", "reset", "5xx"] {
+        m.origin_errors.with_label_values(&[kind]);
+    }
+    for action in ["clear", "purge"] {
+        m.admin_actions.with_label_values(&[action]);
+    }
+    m
+});
+
+/// "2xx", "3xx", ... for a status code; "error" for 0 (no response written).
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+/// Cache counters and gauges, read from the cache at scrape time.
+pub struct CacheCollector {
+    cache: Arc<Cache>,
+    counters: Vec<(&'static str, IntCounter)>,
+    gauges: Vec<(&'static str, IntGauge)>,
+    descs: Vec<Desc>,
+    /// Serialises scrapes: values are written into the metric objects, then collected.
+    scrape: Mutex<()>,
+}
+
+impl CacheCollector {
+    pub fn new(cache: Arc<Cache>) -> Self {
+        let counter = |name: &'static str, help: &str| {
+            (
+                name,
+                IntCounter::with_opts(Opts::new(format!("caching_proxy_cache_{name}_total"), help))
+                    .expect("valid"),
+            )
+        };
+        let gauge = |name: &'static str, help: &str| {
+            (
+                name,
+                IntGauge::with_opts(Opts::new(format!("caching_proxy_cache_{name}"), help))
+                    .expect("valid"),
+            )
+        };
+        let counters = vec![
+            counter("hits", "Requests served from a fresh stored response."),
+            counter(
+                "misses",
+                "Cacheable requests fetched from the origin with nothing usable stored.",
+            ),
+            counter(
+                "expired",
+                "Requests whose stored response had expired and was fetched again in full.",
+            ),
+            counter("stale", "Requests served from a stale stored response."),
+            counter(
+                "revalidations",
+                "Stored responses revalidated with the origin (304).",
+            ),
+            counter("bypass", "Requests that did not consult the cache."),
+            counter(
+                "coalesced_waits",
+                "Requests that waited for another request's fetch of the same URL.",
+            ),
+            counter(
+                "evictions",
+                "Entries removed to stay within the size bounds.",
+            ),
+            counter("expirations", "Expired entries freed."),
+        ];
+        let gauges = vec![
+            gauge("entries", "Entries stored."),
+            gauge("bytes", "Bytes stored, headers and bookkeeping included."),
+            gauge("max_entries", "Configured bound on entries."),
+            gauge("max_bytes", "Configured bound on bytes."),
+        ];
+        let descs = counters
+            .iter()
+            .flat_map(|(_, c)| c.desc().into_iter().cloned())
+            .chain(
+                gauges
+                    .iter()
+                    .flat_map(|(_, g)| g.desc().into_iter().cloned()),
+            )
+            .collect();
+        CacheCollector {
+            cache,
+            counters,
+            gauges,
+            descs,
+            scrape: Mutex::new(()),
+        }
+    }
+}
+
+impl Collector for CacheCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _scrape = self.scrape.lock();
+        let s = self.cache.stats.snapshot();
+        let u = self.cache.backend.usage();
+        let mut families = Vec::new();
+        for (name, counter) in &self.counters {
+            let value = match *name {
+                "hits" => s.hits,
+                "misses" => s.misses,
+                "expired" => s.expired,
+                "stale" => s.stale,
+                "revalidations" => s.revalidated,
+                "bypass" => s.bypass,
+                "coalesced_waits" => s.coalesced_waits,
+                "evictions" => u.evictions,
+                "expirations" => u.expirations,
+                _ => unreachable!("every counter is listed"),
+            };
+            counter.reset();
+            counter.inc_by(value);
+            families.extend(counter.collect());
+        }
+        let limits = self.cache.limits;
+        for (name, gauge) in &self.gauges {
+            let value = match *name {
+                "entries" => u.entries,
+                "bytes" => u.bytes,
+                "max_entries" => limits.max_entries as u64,
+                "max_bytes" => limits.max_bytes as u64,
+                _ => unreachable!("every gauge is listed"),
+            };
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+            families.extend(gauge.collect());
+        }
+        families
+    }
+}
+
+/// Registers the cache collector and forces the static metrics into the registry, so that
+/// every metric is exported (at zero) from the first scrape on.
+pub fn register(cache: Arc<Cache>) {
+    Lazy::force(&METRICS);
+    if let Err(e) = prometheus::register(Box::new(CacheCollector::new(cache))) {
+        log::warn!("cache metrics not registered: {e}");
+    }
+}
+
+/// The Prometheus text exposition of every registered metric.
+pub fn render() -> Vec<u8> {
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&prometheus::gather(), &mut out)
+        .expect("text encoding to memory cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(503), "5xx");
+        assert_eq!(status_class(0), "none");
+    }
+}
