@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use log::{debug, warn};
+use parking_lot::Mutex;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
-use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy_service_with_name;
 use socket2::{Domain, Socket, Type};
 
-use crate::admin::{AdminApp, ProbeToken, Readiness, ReadinessService};
+use crate::admin::{AdminApp, AdminListener, ProbeToken, Readiness, ReadinessService};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::proxy::Proxy;
@@ -36,37 +36,32 @@ pub enum StartError {
     },
 }
 
-/// Checks that the listen addresses can be bound, so that a port in use is a clear start-up
-/// error: Pingora binds inside a service thread, where a failure only panics that thread.
-/// Skipped on upgrade (`-u`), where the running instance hands its sockets over.
-fn check_listen_addresses(config: &Config) -> Result<(), StartError> {
+/// Checks that the proxy's listen address can be bound, so that a port in use is a clear
+/// start-up error: Pingora binds inside a service thread, where a failure only panics that
+/// thread. Skipped on upgrade (`-u`), where the running instance hands its sockets over.
+fn check_listen_address(config: &Config) -> Result<(), StartError> {
     if config.server.upgrade {
         return Ok(());
     }
-    for (setting, addr) in [
-        ("listen.host/listen.port", config.listen),
-        ("admin.host/admin.port", config.admin.listen),
-    ] {
-        let bind = || -> std::io::Result<()> {
-            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-            // As Pingora does, so that connections in TIME_WAIT from a previous run do not
-            // count as "in use".
-            socket.set_reuse_address(true)?;
-            socket.bind(&addr.into())
-        };
-        bind().map_err(|error| StartError::Listen {
-            setting,
-            addr,
-            error,
-        })?;
-    }
-    Ok(())
+    let addr = config.listen;
+    let bind = || -> std::io::Result<()> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        // As Pingora does, so that connections in TIME_WAIT from a previous run do not
+        // count as "in use".
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())
+    };
+    bind().map_err(|error| StartError::Listen {
+        setting: "listen.host/listen.port",
+        addr,
+        error,
+    })
 }
 
 /// Builds the server, ready for `run_forever`. With `-u`, `bootstrap` waits here for the
 /// old process to hand over its listening sockets.
 pub fn build(config: &Config) -> Result<Server, StartError> {
-    check_listen_addresses(config)?;
+    check_listen_address(config)?;
     logging::event(
         &format!("starting caching-proxy {}", env!("CARGO_PKG_VERSION")),
         config.summary(),
@@ -92,16 +87,20 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     );
     proxy.add_tcp(&config.listen.to_string());
 
-    let mut admin = Service::new(
-        "admin".to_owned(),
-        AdminApp::new(
-            &config.admin,
-            cache.clone(),
-            readiness.clone(),
-            probe.clone(),
-        ),
+    let admin_app = AdminApp::new(
+        &config.admin,
+        cache.clone(),
+        readiness.clone(),
+        probe.clone(),
     );
-    admin.add_tcp(&config.admin.listen.to_string());
+    let admin = AdminListener::bind(admin_app, config.admin.listen).map_err(|error| {
+        StartError::Listen {
+            setting: "admin.host/admin.port",
+            addr: config.admin.listen,
+            error,
+        }
+    })?;
+    let admin = background_service("admin", admin);
 
     let proxy = server.add_service(proxy);
     let admin = server.add_service(admin);
@@ -118,6 +117,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
             readiness,
             listeners: vec![config.listen, config.admin.listen],
             token: probe,
+            phases: Mutex::new(Some(server.watch_execution_phase())),
         },
     ));
     ready.add_dependency(&proxy);

@@ -1,6 +1,7 @@
-//! Readiness: ready once the proxy and admin listeners accept connections, not ready again
-//! as soon as a shutdown begins, so load balancers stop sending traffic before the
-//! listeners close.
+//! Readiness: ready once the proxy and admin listeners accept connections; not ready from
+//! the moment a shutdown (SIGTERM) begins, while in-flight requests drain and the admin
+//! service keeps answering. A zero-downtime upgrade (SIGQUIT) is not a shutdown of the
+//! service: the old process hands its listeners over and stays ready while it drains.
 //!
 //! Pingora reports a listening service started before its sockets are bound, retries a bind
 //! to a port in use for 30 s, and then panics that service's thread while the rest of the
@@ -17,8 +18,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use http::HeaderValue;
 use log::{error, info};
+use parking_lot::Mutex;
+use pingora_core::server::ExecutionPhase;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use tokio::sync::broadcast;
+
+use crate::logging;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long the listeners may take to start accepting.
@@ -67,11 +73,13 @@ impl Default for ProbeToken {
 }
 
 /// Marks the process ready once every address in `listeners` answers the probe, and not
-/// ready when shutdown begins.
+/// ready when a graceful termination begins.
 pub struct ReadinessService {
     pub readiness: Readiness,
     pub listeners: Vec<SocketAddr>,
     pub token: ProbeToken,
+    /// Pingora's execution phases: tell a termination from an upgrade.
+    pub phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
 }
 
 /// Sends the probe to `addr`; true when the answer echoes our token.
@@ -113,7 +121,7 @@ pub fn connectable(listen: SocketAddr) -> SocketAddr {
 
 #[async_trait]
 impl BackgroundService for ReadinessService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    async fn start(&self, shutdown: ShutdownWatch) {
         let deadline = Instant::now() + STARTUP_DEADLINE;
         for &listen in &self.listeners {
             let addr = connectable(listen);
@@ -136,8 +144,28 @@ impl BackgroundService for ReadinessService {
         }
         self.readiness.set(true);
         info!("ready: accepting on {:?}", self.listeners);
-        let _ = shutdown.changed().await;
-        self.readiness.set(false);
+        let Some(mut phases) = self.phases.lock().take() else {
+            return;
+        };
+        loop {
+            match phases.recv().await {
+                Ok(ExecutionPhase::GracefulTerminate) => {
+                    self.readiness.set(false);
+                    logging::event(
+                        "draining: not ready, finishing in-flight requests",
+                        serde_json::json!({}),
+                    );
+                }
+                Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => {
+                    logging::event(
+                        "upgrading: handing the listeners to the new process",
+                        serde_json::json!({}),
+                    );
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
     }
 }
 

@@ -18,6 +18,7 @@
 //! the client connects from loopback.
 
 pub mod health;
+pub mod listener;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ use crate::error::{json_body, ErrorKind};
 use crate::headers::{self, SECURITY_HEADERS, X_REQUEST_ID};
 use crate::metrics::{self, METRICS};
 pub use health::{ProbeToken, Readiness, ReadinessService, PROBE_HEADER};
+pub use listener::AdminListener;
 
 /// Largest request body the admin service reads.
 const MAX_BODY: usize = 64 * 1024;

@@ -16,7 +16,8 @@
 //! should_serve_stale       stale-while-revalidate / stale-if-error          |
 //!   |                                                                       |
 //! response_filter          X-Cache, counters, invalidation after unsafe  <--+
-//!                          methods, X-Request-Id, security headers, CORS
+//!                          methods, X-Request-Id, security headers, CORS;
+//!                          Connection: close while draining
 //! fail_to_proxy            any failure above: one JSON error (502, 504, ...)
 //! fail_to_connect,         origin errors counted by kind
 //!   error_while_proxy
@@ -482,6 +483,11 @@ impl ProxyHttp for Proxy {
             if let Err(e) = self.cache.backend.remove(&key).await {
                 warn!("invalidation failed, request_id={}: {e}", ctx.request_id);
             }
+        }
+        if session.is_process_shutting_down() {
+            // Draining: this response is the connection's last, and says so, so that the
+            // client does not send another request on a connection about to close.
+            session.set_keepalive(None);
         }
         let status = cache_status(session.cache.phase(), ctx.cache_enabled, ctx.served_stale);
         if session.cache.lock_duration().is_some() {

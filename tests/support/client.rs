@@ -81,3 +81,131 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let _ = stream.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// How a request on a kept-alive connection failed.
+#[derive(Debug)]
+enum Failure {
+    /// The connection ended before any byte of a response: the server closed an idle
+    /// connection. Clients retry idempotent requests once on a new connection.
+    NoResponse(String),
+    Other(String),
+}
+
+/// An HTTP/1.1 client on one kept-alive connection, that behaves like real clients when
+/// the server closes an idle connection: it retries an idempotent request once on a new
+/// connection if the old one ended before any response byte.
+pub struct KeepAlive {
+    addr: SocketAddr,
+    conn: Option<std::io::BufReader<TcpStream>>,
+    /// How many requests were retried on a new connection.
+    pub retries: usize,
+    /// How many connections were opened.
+    pub connections: usize,
+}
+
+impl KeepAlive {
+    pub fn new(addr: SocketAddr) -> Self {
+        KeepAlive {
+            addr,
+            conn: None,
+            retries: 0,
+            connections: 0,
+        }
+    }
+
+    /// GETs `path`; returns the status and body.
+    pub fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
+        let reused = self.conn.is_some();
+        match self.once(path) {
+            Ok(r) => Ok(r),
+            Err(Failure::NoResponse(_)) if reused => {
+                self.retries += 1;
+                self.once(path).map_err(|e| format!("after retry: {e:?}"))
+            }
+            Err(e) => Err(format!("{e:?}")),
+        }
+    }
+
+    fn once(&mut self, path: &str) -> Result<(u16, Vec<u8>), Failure> {
+        use std::io::{BufRead, BufReader};
+        if self.conn.is_none() {
+            let s = TcpStream::connect(self.addr)
+                .map_err(|e| Failure::Other(format!("connect: {e}")))?;
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            self.conn = Some(BufReader::new(s));
+            self.connections += 1;
+        }
+        let result = (|| {
+            let conn = self.conn.as_mut().unwrap();
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
+            conn.get_mut()
+                .write_all(req.as_bytes())
+                .map_err(|e| Failure::NoResponse(format!("write: {e}")))?;
+            let mut status_line = String::new();
+            match conn.read_line(&mut status_line) {
+                Ok(0) => return Err(Failure::NoResponse("closed".into())),
+                Ok(_) => {}
+                Err(e) => return Err(Failure::NoResponse(format!("read: {e}"))),
+            }
+            let status: u16 = status_line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Failure::Other(format!("bad status line {status_line:?}")))?;
+            let (mut length, mut close) = (None, false);
+            loop {
+                let mut line = String::new();
+                conn.read_line(&mut line)
+                    .map_err(|e| Failure::Other(format!("headers: {e}")))?;
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                let (name, value) = line.split_once(':').unwrap_or((line, ""));
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse::<usize>().ok(),
+                    "connection" => close |= value.trim().eq_ignore_ascii_case("close"),
+                    _ => {}
+                }
+            }
+            let mut body =
+                vec![0; length.ok_or_else(|| Failure::Other("no content-length".into()))?];
+            conn.read_exact(&mut body)
+                .map_err(|e| Failure::Other(format!("body: {e}")))?;
+            Ok((status, body, close))
+        })();
+        match result {
+            Ok((status, body, close)) => {
+                if close {
+                    self.conn = None;
+                }
+                Ok((status, body))
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// GETs `path` on a new connection (`Connection: close`); returns the status.
+pub fn get_once(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(req.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    stream
+        .read_to_end(&mut out)
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&out);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no response: {text:?}"))
+}

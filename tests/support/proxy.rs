@@ -37,6 +37,10 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
 pub struct ProxyBuilder {
     args: Vec<String>,
     port_flag: bool,
+    grace_period: String,
+    /// Where the pid file and the upgrade socket go; a new temporary folder if unset.
+    state_dir: Option<PathBuf>,
+    upgrade: bool,
     envs: Vec<(String, String)>,
     port: u16,
     admin_port: u16,
@@ -55,6 +59,9 @@ impl ProxyBuilder {
         ProxyBuilder {
             args: vec!["--origin".into(), origin.into()],
             port_flag: true,
+            grace_period: "0".into(),
+            state_dir: None,
+            upgrade: false,
             envs: Vec::new(),
             port: ports[0],
             admin_port: ports[1],
@@ -69,6 +76,23 @@ impl ProxyBuilder {
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| a.to_string()));
         self
+    }
+
+    /// Sets `--grace-period` (0 by default, so that tests end quickly).
+    pub fn grace_period(mut self, value: &str) -> Self {
+        self.grace_period = value.to_owned();
+        self
+    }
+
+    /// A builder for the binary that takes over from `running` with `-u`: same ports, pid
+    /// file and upgrade socket.
+    pub fn upgrade_of(running: &Proxy, origin: &str) -> Self {
+        let mut b = ProxyBuilder::new(origin);
+        b.port = running.port;
+        b.admin_port = running.admin_port;
+        b.state_dir = Some(running.state_dir());
+        b.upgrade = true;
+        b
     }
 
     /// Leaves the listen port to env or file; the caller must then know which port the
@@ -101,24 +125,33 @@ impl ProxyBuilder {
     fn try_start(&self) -> Result<Proxy, String> {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+        let state = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().to_owned());
         let mut cmd = Command::new(BIN);
         cmd.args(["--host", "127.0.0.1", "--threads", "2"]);
         if self.port_flag {
             cmd.args(["--port", &self.port.to_string()]);
         }
         cmd.args(["--admin-port", &self.admin_port.to_string()])
-            .arg(format!(
-                "--pid-file={}",
-                dir.path().join("proxy.pid").display()
-            ))
+            .arg(format!("--pid-file={}", state.join("proxy.pid").display()))
             .arg(format!(
                 "--upgrade-sock={}",
-                dir.path().join("upgrade.sock").display()
+                state.join("upgrade.sock").display()
             ))
-            .args(["--grace-period", "0", "--shutdown-timeout", "1s"])
+            .args([
+                "--grace-period",
+                &self.grace_period,
+                "--shutdown-timeout",
+                "1s",
+            ])
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log);
+        if self.upgrade {
+            cmd.arg("-u");
+        }
         clean_env(&mut cmd);
         cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         let child = cmd.spawn().expect("spawn caching-proxy");
@@ -147,6 +180,10 @@ impl Proxy {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.admin_port))
     }
 
     pub fn log(&self) -> String {
@@ -191,6 +228,42 @@ impl Proxy {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The folder of the pid file and the upgrade socket.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// Sends a signal (`TERM`, `QUIT`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Starts the process without waiting for it to be ready (for `-u`, which waits for
+    /// the running instance to hand over its sockets).
+    pub fn spawn_upgrade(builder: ProxyBuilder) -> std::thread::JoinHandle<Proxy> {
+        std::thread::spawn(move || builder.start())
     }
 
     /// Waits for `/health/ready`; on failure returns the proxy's log.
