@@ -327,3 +327,64 @@ fn secrets_never_appear_in_logs() {
         "the token leaked into the log"
     );
 }
+
+/// Metric names in a PromQL expression (`caching_proxy_*` and `process_*`).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for prefix in ["caching_proxy_", "process_"] {
+        let mut rest = expr;
+        while let Some(i) = rest.find(prefix) {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.push(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+    }
+    names
+}
+
+#[test]
+fn grafana_dashboard_queries_only_exported_metrics() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    let referenced: Vec<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
+
+    let origin = Origin::cacheable();
+    let proxy = Proxy::start(&origin.url());
+    get(&proxy.url("/warm")); // histograms export their buckets once observed
+    let exported = Scrape::after_requests(&proxy, &Scrape(HashMap::new()), 1.0);
+    let series: std::collections::HashSet<&str> = exported
+        .0
+        .keys()
+        .map(|k| k.split('{').next().unwrap())
+        .collect();
+    for name in &referenced {
+        assert!(
+            series.contains(name.as_str()),
+            "the dashboard queries {name}, which is not exported"
+        );
+    }
+    for needed in [
+        "caching_proxy_requests_total",
+        "caching_proxy_cache_hits_total",
+        "caching_proxy_request_duration_seconds_bucket",
+        "caching_proxy_origin_errors_total",
+        "caching_proxy_cache_bytes",
+        "caching_proxy_cache_evictions_total",
+    ] {
+        assert!(
+            referenced.iter().any(|r| r == needed),
+            "the dashboard has no panel on {needed}"
+        );
+    }
+}
