@@ -15,13 +15,14 @@
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::Mutex;
-use pingora_cache::key::{CacheHashKey, CompactCacheKey};
+use pingora_cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
 use pingora_cache::storage::{
     HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
     PurgeType, Storage,
@@ -29,13 +30,17 @@ use pingora_cache::storage::{
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheEntryKey, CacheKey, CacheMeta};
 use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
 
 use super::{CacheBackend, Usage};
 
-/// Bookkeeping cost of one entry beyond its body and serialized headers (map slot, LRU
-/// links, the entry struct), counted against the byte bound so that many tiny entries cannot
-/// exceed it.
-const ENTRY_OVERHEAD: usize = 160;
+/// Bookkeeping cost of one entry beyond its body and headers (map slot, LRU links, the entry
+/// and meta structs), counted against the byte bound so that many tiny entries cannot exceed
+/// it.
+const ENTRY_OVERHEAD: usize = 256;
+/// Per header field, beyond its name and value bytes: the header map's entry and the
+/// case-preserving name map.
+const HEADER_FIELD_OVERHEAD: usize = 48;
 const MAX_SHARDS: usize = 16;
 /// Below this many entries per shard, sharding would make eviction order too coarse.
 const MIN_ENTRIES_PER_SHARD: usize = 256;
@@ -48,11 +53,65 @@ fn key_of(hash: [u8; 16]) -> Key {
 
 struct Entry {
     primary: Key,
-    meta_internal: Bytes,
-    meta_header: Bytes,
+    meta: StoredMeta,
     body: Bytes,
     weight: usize,
     removable_at: SystemTime,
+}
+
+/// A [`CacheMeta`] kept as its parts. A hit rebuilds the meta from them, which costs one
+/// header clone; deserializing a stored meta would decompress and parse the header on every
+/// hit. (Fields Pingora does not persist, such as extensions, are not kept either.)
+#[derive(Clone)]
+struct StoredMeta {
+    fresh_until: SystemTime,
+    created: SystemTime,
+    /// The reference point of `Age`: the epoch override, or the last update.
+    epoch: SystemTime,
+    stale_while_revalidate_sec: u32,
+    stale_if_error_sec: u32,
+    variance: Option<HashBinary>,
+    header: Arc<ResponseHeader>,
+}
+
+impl StoredMeta {
+    fn new(meta: &CacheMeta) -> Self {
+        StoredMeta {
+            fresh_until: meta.fresh_until(),
+            created: meta.created(),
+            epoch: meta.epoch(),
+            stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
+            stale_if_error_sec: meta.stale_if_error_sec(),
+            variance: meta.variance(),
+            header: Arc::new(meta.response_header_copy()),
+        }
+    }
+
+    fn to_meta(&self) -> CacheMeta {
+        let mut meta = CacheMeta::new(
+            self.fresh_until,
+            self.created,
+            self.stale_while_revalidate_sec,
+            self.stale_if_error_sec,
+            ResponseHeader::clone(&self.header),
+        );
+        meta.set_epoch_override(self.epoch);
+        if let Some(variance) = self.variance {
+            meta.set_variance(variance);
+        }
+        meta
+    }
+
+    /// Memory held by the header, estimated.
+    fn weight(&self) -> usize {
+        let fields: usize = self
+            .header
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + HEADER_FIELD_OVERHEAD)
+            .sum();
+        fields + std::mem::size_of::<ResponseHeader>()
+    }
 }
 
 #[derive(Default)]
@@ -205,17 +264,13 @@ impl Storage for MemoryStorage {
                     self.expirations.fetch_add(1, Ordering::Relaxed);
                     None
                 }
-                Some(e) => Some((
-                    e.meta_internal.clone(),
-                    e.meta_header.clone(),
-                    e.body.clone(),
-                )),
+                Some(e) => Some((e.meta.clone(), e.body.clone())),
             }
         };
-        let Some((internal, header, body)) = found else {
+        let Some((stored, body)) = found else {
             return Ok(None);
         };
-        let meta = CacheMeta::deserialize(&internal, &header)?;
+        let meta = stored.to_meta();
         let end = body.len();
         let hit = MemoryHit {
             body,
@@ -232,13 +287,11 @@ impl Storage for MemoryStorage {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        let (internal, header) = meta.serialize()?;
         Ok(Box::new(MemoryMiss {
             storage: self,
             key: key_of(key.combined_bin()),
             primary: key_of(key.primary_bin()),
-            meta_internal: internal.into(),
-            meta_header: header.into(),
+            meta: StoredMeta::new(meta),
             removable_at: removable_at(meta, self.limits.stale_retention),
             chunks: Vec::new(),
             len: 0,
@@ -271,7 +324,7 @@ impl Storage for MemoryStorage {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<bool> {
-        let (internal, header) = meta.serialize()?;
+        let stored = StoredMeta::new(meta);
         let removable_at = removable_at(meta, self.limits.stale_retention);
         let k = key_of(key.combined_bin());
         let mut shard = self.shard(key_of(key.primary_bin())).lock();
@@ -279,9 +332,8 @@ impl Storage for MemoryStorage {
             return Ok(false);
         };
         let old_weight = entry.weight;
-        entry.weight = entry.body.len() + internal.len() + header.len() + ENTRY_OVERHEAD;
-        entry.meta_internal = internal.into();
-        entry.meta_header = header.into();
+        entry.weight = entry.body.len() + stored.weight() + ENTRY_OVERHEAD;
+        entry.meta = stored;
         entry.removable_at = removable_at;
         let new_weight = entry.weight;
         shard.bytes = shard.bytes - old_weight + new_weight;
@@ -369,8 +421,7 @@ struct MemoryMiss {
     storage: &'static MemoryStorage,
     key: Key,
     primary: Key,
-    meta_internal: Bytes,
-    meta_header: Bytes,
+    meta: StoredMeta,
     removable_at: SystemTime,
     chunks: Vec<Bytes>,
     len: usize,
@@ -401,14 +452,12 @@ impl HandleMiss for MemoryMiss {
         for chunk in &self.chunks {
             body.extend_from_slice(chunk);
         }
-        let weight =
-            body.len() + self.meta_internal.len() + self.meta_header.len() + ENTRY_OVERHEAD;
+        let weight = body.len() + self.meta.weight() + ENTRY_OVERHEAD;
         self.storage.insert(
             self.key,
             Entry {
                 primary: self.primary,
-                meta_internal: self.meta_internal,
-                meta_header: self.meta_header,
+                meta: self.meta,
                 body: body.into(),
                 weight,
                 removable_at: self.removable_at,
@@ -479,7 +528,6 @@ impl HandleHit for MemoryHit {
 mod tests {
     use super::*;
     use pingora_cache::trace::Span;
-    use pingora_http::ResponseHeader;
 
     fn limits(max_bytes: usize, max_entries: usize) -> MemoryLimits {
         MemoryLimits {
@@ -624,6 +672,33 @@ mod tests {
         assert_eq!(hit.read_body().await.unwrap().unwrap(), "234");
         assert!(hit.read_body().await.unwrap().is_none());
         assert!(hit.seek(10, None).is_err());
+    }
+
+    #[tokio::test]
+    async fn meta_round_trips_through_storage() {
+        let s = MemoryStorage::new_static(limits(1 << 20, 100));
+        let now = SystemTime::now();
+        let mut header = ResponseHeader::build(203, None).unwrap();
+        header.insert_header("etag", "\"x\"").unwrap();
+        let mut m = CacheMeta::new(now + Duration::from_secs(60), now, 7, 9, header);
+        m.set_epoch_override(now - Duration::from_secs(30));
+        m.set_variance([3; 16]);
+        put_meta(s, "m", b"body", m).await.unwrap();
+        let (got, _) = s
+            .lookup(&CacheKey::new("m", ""), &Span::inactive().handle())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.response_header().status, 203);
+        assert_eq!(got.headers()["etag"], "\"x\"");
+        assert_eq!(
+            (got.stale_while_revalidate_sec(), got.stale_if_error_sec()),
+            (7, 9)
+        );
+        assert_eq!(got.variance(), Some([3; 16]));
+        assert!(got.age() >= Duration::from_secs(30), "the epoch survives");
+        assert_eq!(got.created(), now);
+        assert!(got.is_fresh(now));
     }
 
     #[test]
