@@ -7,6 +7,7 @@
 //! origin may treat them differently).
 
 use http::Uri;
+use pingora_cache::key::hash_key;
 use pingora_cache::CacheKey;
 use pingora_http::RequestHeader;
 
@@ -26,8 +27,15 @@ pub fn request_host(req: &RequestHeader) -> &str {
 }
 
 /// Builds the cache key from its parts.
+///
+/// The primary hash is computed here, once: Pingora asks a key for it several times per
+/// request (cache lock, lookup, storage) and would otherwise hash the key text every time.
 pub fn for_parts(tls: bool, host: &str, path_and_query: &str) -> CacheKey {
-    CacheKey::new(primary(tls, host, path_and_query), "")
+    let primary = primary(tls, host, path_and_query);
+    let hash = hash_key(&primary);
+    let mut key = CacheKey::new(primary, "");
+    key.set_primary_bin_override(hash);
+    key
 }
 
 /// Whether two host[:port] values name the same host once normalised as in the key.
@@ -87,6 +95,14 @@ mod tests {
 
     fn hash(r: &RequestHeader) -> String {
         for_request(r, false).combined()
+    }
+
+    #[test]
+    fn precomputed_hash_is_the_hash_of_the_key() {
+        let key = for_parts(false, "example.com", "/a?b");
+        let plain = CacheKey::new(key.primary_key().to_vec(), "");
+        assert_eq!(key.primary_bin(), plain.primary_bin());
+        assert_eq!(key.combined(), plain.combined());
     }
 
     #[test]
