@@ -99,6 +99,12 @@ impl AccessRecord<'_> {
     }
 }
 
+/// Whether access records are written at all: callers check this before building one, so a
+/// log level above `info` costs nothing per request.
+pub fn access_enabled() -> bool {
+    log::log_enabled!(target: ACCESS, log::Level::Info)
+}
+
 pub fn access(record: &AccessRecord) {
     match format() {
         LogFormat::Json => match serde_json::to_string(record) {

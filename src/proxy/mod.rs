@@ -611,6 +611,9 @@ impl ProxyHttp for Proxy {
             .request_duration
             .with_label_values(&[cache])
             .observe(elapsed.as_secs_f64());
+        if !logging::access_enabled() {
+            return;
+        }
         let cause = e.map(|e| e.to_string());
         let upstream_ms = ctx.upstream_started.and_then(|start| {
             ctx.upstream_header
