@@ -34,14 +34,18 @@ use pingora_http::ResponseHeader;
 
 use super::{CacheBackend, Usage};
 
-/// Bookkeeping cost of one entry beyond its body and headers (map slot, LRU links, the entry
-/// and meta structs), counted against the byte bound so that many tiny entries cannot exceed
-/// it.
-const ENTRY_OVERHEAD: usize = 256;
-/// Per header field, beyond its name and value bytes: the header map's entry and the
-/// case-preserving name map.
-const HEADER_FIELD_OVERHEAD: usize = 48;
+/// Memory of one entry beyond its body and header fields (map slot, LRU node, entry, the
+/// shared header and its map, allocator overhead), counted against the byte bound so that
+/// the bound is on memory, not only on content. Calibrated by the memory run in
+/// `benches/load/memory.sh` (process RSS over entries), rounded up.
+const ENTRY_OVERHEAD: usize = 1024;
+/// Per header field, beyond its name and value bytes: the header map's bucket and the
+/// value's own allocation.
+const HEADER_FIELD_OVERHEAD: usize = 112;
 const MAX_SHARDS: usize = 16;
+/// A shard holds at least this many objects of the largest cacheable size, so that the
+/// capacity a shard cannot use (less than one object) stays a small part of it.
+const MIN_OBJECTS_PER_SHARD: usize = 4;
 /// Below this many entries per shard, sharding would make eviction order too coarse.
 const MIN_ENTRIES_PER_SHARD: usize = 256;
 
@@ -57,6 +61,25 @@ struct Entry {
     body: Bytes,
     weight: usize,
     removable_at: SystemTime,
+}
+
+/// A compact copy of `header` that owns its bytes.
+///
+/// Pingora parses an origin's header into values that are views of its read buffer, so
+/// storing the header as parsed would keep that whole buffer (several KiB, body bytes
+/// included) alive for as long as the entry: measured at about 5 KiB per 1 KiB entry. The
+/// copy also leaves out the map that preserves the case of header names (it would double
+/// the header's memory): names are sent in their canonical case when served from the cache.
+fn detached(header: &ResponseHeader) -> ResponseHeader {
+    let mut copy = ResponseHeader::build_no_case(header.status, Some(header.headers.len()))
+        .expect("a parsed status is valid");
+    copy.set_version(header.version);
+    let _ = copy.set_reason_phrase(header.get_reason_phrase());
+    for (name, value) in header.headers.iter() {
+        let value = http::HeaderValue::from_bytes(value.as_bytes()).expect("valid already");
+        let _ = copy.append_header(name.clone(), value);
+    }
+    copy
 }
 
 /// A [`CacheMeta`] kept as its parts. A hit rebuilds the meta from them, which costs one
@@ -83,7 +106,7 @@ impl StoredMeta {
             stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
             stale_if_error_sec: meta.stale_if_error_sec(),
             variance: meta.variance(),
-            header: Arc::new(meta.response_header_copy()),
+            header: Arc::new(detached(meta.response_header())),
         }
     }
 
@@ -158,7 +181,8 @@ impl MemoryStorage {
     pub fn new(limits: MemoryLimits) -> Self {
         let mut n = MAX_SHARDS;
         while n > 1
-            && (limits.max_bytes / n < limits.max_object_bytes + ENTRY_OVERHEAD
+            && (limits.max_bytes / n
+                < MIN_OBJECTS_PER_SHARD * (limits.max_object_bytes + ENTRY_OVERHEAD)
                 || limits.max_entries / n < MIN_ENTRIES_PER_SHARD)
         {
             n /= 2;
@@ -674,6 +698,34 @@ mod tests {
         assert!(hit.seek(10, None).is_err());
     }
 
+    #[test]
+    fn detached_header_keeps_fields_and_status() {
+        let buffer = bytes::Bytes::from_static(b"X-Origin-Case: kept");
+        let mut h = ResponseHeader::build(404, None).unwrap();
+        h.set_reason_phrase(Some("Gone Fishing")).unwrap();
+        h.append_header(
+            buffer.slice(0..13),
+            http::HeaderValue::from_maybe_shared(buffer.slice(15..)).unwrap(),
+        )
+        .unwrap();
+        h.append_header("vary", "a").unwrap();
+        h.append_header("vary", "b").unwrap();
+        h.append_header("content-type", "text/plain").unwrap();
+        let d = detached(&h);
+        assert_eq!(d.status, 404);
+        assert_eq!(d.get_reason_phrase(), Some("Gone Fishing"));
+        assert_eq!(d.headers["x-origin-case"], "kept");
+        assert_eq!(d.headers.get_all("vary").iter().count(), 2);
+        let mut wire = Vec::new();
+        d.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8_lossy(&wire);
+        assert!(wire.contains("x-origin-case: kept"), "{wire}");
+        assert!(
+            wire.contains("Content-Type: text/plain"),
+            "canonical case: {wire}"
+        );
+    }
+
     #[tokio::test]
     async fn meta_round_trips_through_storage() {
         let s = MemoryStorage::new_static(limits(1 << 20, 100));
@@ -709,8 +761,8 @@ mod tests {
             max_object_bytes: 8 << 20,
             stale_retention: Duration::ZERO,
         });
-        assert_eq!(s.shards.len(), 16);
-        assert!(s.shard_max_bytes >= 8 << 20);
+        assert_eq!(s.shards.len(), 4);
+        assert!(s.shard_max_bytes >= 4 * (8 << 20));
         let small = MemoryStorage::new(limits(1 << 20, 3));
         assert_eq!(small.shards.len(), 1);
     }
