@@ -86,20 +86,15 @@ impl ErrorKind {
     pub fn from_proxy_error(e: &Error) -> Option<ErrorKind> {
         use ErrorType::*;
         let kind = match e.etype() {
-            ConnectTimedout | ReadTimedout | WriteTimedout => {
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
                 if e.esource() == &ErrorSource::Downstream {
                     return None;
                 }
                 ErrorKind::OriginTimeout
             }
             ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
-            | TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError
-            | SocketError | BindError => {
-                if matches!(e.etype(), TLSHandshakeTimedout) {
-                    ErrorKind::OriginTimeout
-                } else {
-                    ErrorKind::OriginUnreachable
-                }
+            | TLSHandshakeFailure | InvalidCert | HandshakeError | SocketError | BindError => {
+                ErrorKind::OriginUnreachable
             }
             HTTPStatus(code) => match *code {
                 400 => ErrorKind::BadRequest,

@@ -5,6 +5,8 @@
 use http::HeaderValue;
 
 pub const X_REQUEST_ID: &str = "x-request-id";
+/// How a response relates to the cache (`HIT`, `MISS`, ...).
+pub const X_CACHE: &str = "x-cache";
 
 /// The security headers, as OWASP's HTTP Headers Cheat Sheet recommends them today:
 /// - `X-Content-Type-Options: nosniff` stops MIME sniffing of responses.

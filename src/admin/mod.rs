@@ -209,18 +209,31 @@ async fn read_purge_url(session: &mut ServerSession) -> Result<String, (ErrorKin
 /// `GET /metrics`: the Prometheus text format.
 fn metrics_response() -> Response<Vec<u8>> {
     let body = metrics::render();
+    response_builder(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        &body,
+    )
+    .body(body)
+    .expect("static headers are valid")
+}
+
+/// The headers every admin response carries. The security headers are always set, whatever
+/// the proxy's setting: the admin API is ours, not an origin's.
+fn response_builder(
+    status: StatusCode,
+    content_type: &str,
+    body: &[u8],
+) -> http::response::Builder {
     let mut builder = Response::builder()
-        .status(StatusCode::OK)
-        .header(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::CONTENT_LENGTH, body.len())
         .header(header::CACHE_CONTROL, "no-store");
     for (name, value) in SECURITY_HEADERS {
         builder = builder.header(name, value);
     }
-    builder.body(body).expect("static headers are valid")
+    builder
 }
 
 #[async_trait]
@@ -245,16 +258,8 @@ impl ServeHttp for AdminApp {
                 json_body(kind, &message, &request_id),
             ),
         };
-        let mut builder = Response::builder()
-            .status(status)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::CONTENT_LENGTH, body.len())
-            .header(header::CACHE_CONTROL, "no-store")
-            .header(X_REQUEST_ID, request_id);
-        // Admin responses always carry the security headers, whatever the proxy setting.
-        for (name, value) in SECURITY_HEADERS {
-            builder = builder.header(name, value);
-        }
+        let mut builder =
+            response_builder(status, "application/json", &body).header(X_REQUEST_ID, request_id);
         if probed {
             builder = builder.header(PROBE_HEADER, self.probe.value());
         }

@@ -15,7 +15,6 @@ use std::time::{Duration, SystemTime};
 
 use http::header::{self, CACHE_CONTROL, PRAGMA};
 use http::{Method, StatusCode};
-use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
 use pingora_cache::{CacheMeta, NoCacheReason, RespCacheable};
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -54,19 +53,15 @@ impl CachePolicy {
         if freshness::has(&req.headers, "no-store") {
             return Uncacheable(NoCacheReason::Custom("request-no-store"));
         }
-        let cc = CacheControl::from_resp_headers(resp);
-        if cc
-            .as_ref()
-            .is_some_and(|cc| cc.is_cacheable() == Cacheable::No)
-        {
+        // Directives are read with `freshness`, one reader for all of them: Pingora's parser
+        // keeps only the last of duplicate directives.
+        let has = |directive| freshness::has(&resp.headers, directive);
+        if has("no-store") || has("private") {
             return Uncacheable(NoCacheReason::OriginNotCache);
         }
+        // §3.5: a response to an authenticated request is shared only when it says so.
         let authorized = req.headers.contains_key(header::AUTHORIZATION);
-        if authorized
-            && !cc
-                .as_ref()
-                .is_some_and(|cc| cc.allow_caching_authorized_req())
-        {
+        if authorized && !(has("public") || has("s-maxage") || has("must-revalidate")) {
             return Uncacheable(NoCacheReason::Custom("authorization"));
         }
         if resp.headers.contains_key(header::SET_COOKIE) {
@@ -96,11 +91,10 @@ impl CachePolicy {
             }
         };
         let (swr, sie) = self.stale_windows(&resp.headers);
-        let mut header = resp.clone();
-        if let Some(cc) = &cc {
-            cc.strip_private_headers(&mut header);
-        }
-        let mut meta = CacheMeta::new(fresh_until, now, swr, sie, header);
+        // Fields named by `no-cache="..."` are kept: every use of such a response is
+        // revalidated first (`freshness::lifetime` gives it no freshness), which is what the
+        // qualified form asks for those fields. `private` responses are not stored at all.
+        let mut meta = CacheMeta::new(fresh_until, now, swr, sie, resp.clone());
         if !age.is_zero() {
             // Age on hits = age on arrival + time in this cache.
             meta.set_epoch_override(now.checked_sub(age).unwrap_or(now));
@@ -185,6 +179,9 @@ pub enum HitDecision {
 impl RequestDirectives {
     pub fn from_request(req: &RequestHeader, ignore_no_cache: bool) -> Self {
         let h = &req.headers;
+        if !h.contains_key(CACHE_CONTROL) && !h.contains_key(PRAGMA) {
+            return RequestDirectives::default(); // most requests
+        }
         let secs = |name| match freshness::delta(h, &CACHE_CONTROL, name) {
             Delta::Valid(s) => Some(s),
             _ => None,

@@ -55,7 +55,7 @@ use crate::cache::{
 };
 use crate::config::{Config, CorsConfig, UpstreamConfig};
 use crate::error::{json_body, ErrorKind};
-use crate::headers::{self, SECURITY_HEADERS, X_REQUEST_ID};
+use crate::headers::{self, SECURITY_HEADERS, X_CACHE, X_REQUEST_ID};
 use crate::logging::{self, AccessRecord};
 use crate::metrics::{status_class, METRICS};
 use cors::CorsDecision;
@@ -99,6 +99,18 @@ pub struct RequestCtx {
     upstream_started: Option<Instant>,
     upstream_connected: Option<Instant>,
     upstream_header: Option<Instant>,
+}
+
+impl RequestCtx {
+    /// What `X-Cache` says on a response the proxy writes itself (an error, a refusal):
+    /// nothing came from the cache.
+    fn own_response_status(&self) -> CacheStatus {
+        if self.cache_enabled {
+            CacheStatus::Miss
+        } else {
+            CacheStatus::Bypass
+        }
+    }
 }
 
 impl Proxy {
@@ -160,12 +172,7 @@ impl Proxy {
         let _ = resp.insert_header(header::CONTENT_TYPE, "application/json");
         let _ = resp.insert_header(header::CONTENT_LENGTH, len);
         let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
-        let status = if ctx.cache_enabled {
-            CacheStatus::Miss
-        } else {
-            CacheStatus::Bypass
-        };
-        let _ = resp.insert_header("x-cache", status.as_str());
+        let _ = resp.insert_header(X_CACHE, ctx.own_response_status().as_str());
         self.own_headers(&mut resp, ctx, false);
         resp
     }
@@ -283,7 +290,7 @@ impl ProxyHttp for Proxy {
         match cors::decide(&self.cors, req) {
             CorsDecision::Preflight(origin) => {
                 let mut resp = cors::preflight_response(&self.cors, &origin, req);
-                let _ = resp.insert_header("x-cache", CacheStatus::Bypass.as_str());
+                let _ = resp.insert_header(X_CACHE, CacheStatus::Bypass.as_str());
                 self.own_headers(&mut resp, ctx, false);
                 ctx.cache_status = Some(CacheStatus::Bypass);
                 session.write_response_header(Box::new(resp), true).await?;
@@ -497,7 +504,7 @@ impl ProxyHttp for Proxy {
         // Counted before the response leaves, so a client that reads the stats right after
         // a response sees it counted.
         self.cache.stats.record(status);
-        upstream_response.insert_header("x-cache", status.as_str())?;
+        upstream_response.insert_header(X_CACHE, status.as_str())?;
         self.own_headers(upstream_response, ctx, true);
         Ok(())
     }
@@ -596,11 +603,7 @@ impl ProxyHttp for Proxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let cache = ctx
             .cache_status
-            .unwrap_or(if ctx.cache_enabled {
-                CacheStatus::Miss
-            } else {
-                CacheStatus::Bypass
-            })
+            .unwrap_or_else(|| ctx.own_response_status())
             .as_str();
         let elapsed = ctx.started.elapsed();
         METRICS

@@ -14,6 +14,7 @@
 //! [`sweep_expired`]: super::CacheBackend::sweep_expired
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -141,6 +142,9 @@ impl StoredMeta {
 struct Shard {
     map: Option<LruCache<Key, Entry>>,
     bytes: usize,
+    /// Primary key -> keys of its variants stored apart from it, so that purging a URL
+    /// does not scan the shard.
+    variants: HashMap<Key, Vec<Key>>,
 }
 
 impl Shard {
@@ -148,10 +152,45 @@ impl Shard {
         self.map.get_or_insert_with(LruCache::unbounded)
     }
 
+    fn put(&mut self, key: Key, entry: Entry) {
+        if key != entry.primary {
+            self.variants.entry(entry.primary).or_default().push(key);
+        }
+        self.bytes += entry.weight;
+        self.map().put(key, entry);
+    }
+
     fn remove(&mut self, key: &Key) -> Option<Entry> {
         let entry = self.map().pop(key)?;
-        self.bytes -= entry.weight;
+        self.unlink(*key, &entry);
         Some(entry)
+    }
+
+    fn pop_lru(&mut self) -> Option<Entry> {
+        let (key, entry) = self.map().pop_lru()?;
+        self.unlink(key, &entry);
+        Some(entry)
+    }
+
+    /// Bookkeeping for an entry that left the map.
+    fn unlink(&mut self, key: Key, entry: &Entry) {
+        self.bytes -= entry.weight;
+        if key != entry.primary {
+            if let Some(keys) = self.variants.get_mut(&entry.primary) {
+                keys.retain(|k| *k != key);
+                if keys.is_empty() {
+                    self.variants.remove(&entry.primary);
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) -> usize {
+        let removed = self.len();
+        self.map = None; // frees the table's memory too, not only its entries
+        self.variants = HashMap::new();
+        self.bytes = 0;
+        removed
     }
 
     fn len(&self) -> usize {
@@ -225,14 +264,12 @@ impl MemoryStorage {
         while shard.bytes + entry.weight > self.shard_max_bytes
             || shard.len() + 1 > self.shard_max_entries
         {
-            let Some((_, old)) = shard.map().pop_lru() else {
+            if shard.pop_lru().is_none() {
                 break;
-            };
-            shard.bytes -= old.weight;
+            }
             evicted += 1;
         }
-        shard.bytes += entry.weight;
-        shard.map().put(key, entry);
+        shard.put(key, entry);
         drop(shard);
         if evicted > 0 {
             self.evictions.fetch_add(evicted, Ordering::Relaxed);
@@ -242,16 +279,9 @@ impl MemoryStorage {
 
     fn remove_variants(&self, primary: Key) -> u64 {
         let mut shard = self.shard(primary).lock();
-        let keys: Vec<Key> = shard
-            .map()
-            .iter()
-            .filter(|(_, e)| e.primary == primary)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in &keys {
-            shard.remove(k);
-        }
-        keys.len() as u64
+        let mut keys = shard.variants.get(&primary).cloned().unwrap_or_default();
+        keys.push(primary);
+        keys.iter().filter(|k| shard.remove(k).is_some()).count() as u64
     }
 }
 
@@ -392,14 +422,11 @@ impl CacheBackend for MemoryStorage {
     }
 
     async fn clear(&'static self) -> Result<u64> {
-        let mut removed = 0;
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock();
-            removed += shard.len() as u64;
-            shard.map = None; // frees the table's memory too, not only its entries
-            shard.bytes = 0;
-        }
-        Ok(removed)
+        Ok(self
+            .shards
+            .iter()
+            .map(|shard| shard.lock().clear() as u64)
+            .sum())
     }
 
     async fn remove(&'static self, key: &CacheKey) -> Result<bool> {
@@ -681,6 +708,41 @@ mod tests {
         assert_eq!(s.usage().entries, 0);
         assert_eq!(s.usage().bytes, 0);
         assert!(get(s, "b").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn remove_takes_every_variant_and_only_them() {
+        let s = MemoryStorage::new_static(limits(1 << 20, 100));
+        let span = Span::inactive().handle();
+        for (url, variance) in [
+            ("v", Some([1; 16])),
+            ("v", Some([2; 16])),
+            ("v", None),
+            ("w", Some([1; 16])),
+        ] {
+            let mut key = CacheKey::new(url, "");
+            if let Some(v) = variance {
+                key.set_variance_key(v);
+            }
+            let mut miss = s
+                .get_miss_handler(&key, &meta(Duration::from_secs(60)), &span)
+                .await
+                .unwrap();
+            miss.write_body(Bytes::from_static(b"x"), true)
+                .await
+                .unwrap();
+            miss.finish().await.unwrap();
+        }
+        assert_eq!(s.usage().entries, 4);
+        assert!(s.remove(&CacheKey::new("v", "")).await.unwrap());
+        assert_eq!(
+            s.usage().entries,
+            1,
+            "all three entries of v went, w stayed"
+        );
+        assert!(!s.remove(&CacheKey::new("v", "")).await.unwrap());
+        assert_eq!(s.clear().await.unwrap(), 1);
+        assert!(s.shards.iter().all(|sh| sh.lock().variants.is_empty()));
     }
 
     #[tokio::test]
