@@ -94,6 +94,47 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     m
 });
 
+/// Metrics of the shared Redis tier, registered when that tier is built.
+pub struct RedisMetrics {
+    pub up: IntGauge,
+    pub errors: IntCounterVec,
+    pub duration: HistogramVec,
+    pub tier_hits: IntCounterVec,
+}
+
+pub static REDIS_METRICS: Lazy<RedisMetrics> = Lazy::new(|| {
+    let m = RedisMetrics {
+        up: prometheus::register_int_gauge!(
+            "caching_proxy_redis_up",
+            "1 while Redis answers, 0 while it does not (the proxy then serves without it)."
+        )
+        .expect("register"),
+        errors: register_int_counter_vec!(
+            "caching_proxy_redis_errors_total",
+            "Redis calls that failed or timed out, by operation.",
+            &["op"]
+        )
+        .expect("register"),
+        duration: register_histogram_vec!(
+            "caching_proxy_redis_duration_seconds",
+            "Time of Redis calls, by operation.",
+            &["op"],
+            exponential_buckets(0.0001, 2.0, 14).expect("valid buckets")
+        )
+        .expect("register"),
+        tier_hits: register_int_counter_vec!(
+            "caching_proxy_cache_tier_hits_total",
+            "Cache lookups answered by each tier: l1 (this process), l2 (Redis).",
+            &["tier"]
+        )
+        .expect("register"),
+    };
+    for tier in ["l1", "l2"] {
+        m.tier_hits.with_label_values(&[tier]);
+    }
+    m
+});
+
 /// "2xx", "3xx", ... for a status code; "error" for 0 (no response written).
 pub fn status_class(status: u16) -> &'static str {
     match status {

@@ -1,8 +1,8 @@
 //! Wiring: builds the Pingora server and its services from a resolved [`Config`].
 //!
 //! Services: the proxy on `listen`, the admin service on `admin.listen`, a sweeper that frees
-//! expired cache entries, and the readiness flag, which turns ready once the proxy and admin
-//! services are up.
+//! expired cache entries, the Redis tier's upkeep (when configured), and the readiness flag,
+//! which turns ready once the proxy and admin services are up.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +15,10 @@ use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_proxy::http_proxy_service_with_name;
 use socket2::{Domain, Socket, Type};
+use tokio::sync::watch;
 
 use crate::admin::{AdminApp, AdminListener, ProbeToken, Readiness, ReadinessService};
+use crate::cache::storage::TierService;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::proxy::Proxy;
@@ -75,7 +77,8 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     let mut server = Server::new_with_opt_and_conf(config.pingora_opt(), config.pingora_conf());
     server.bootstrap();
 
-    let cache = Arc::new(Cache::in_memory(&config.cache));
+    let (cache, tier) = Cache::from_config(&config.cache);
+    let cache = Arc::new(cache);
     metrics::register(cache.clone());
     let readiness = Readiness::default();
     let probe = ProbeToken::new();
@@ -111,6 +114,18 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
             every: SWEEP_INTERVAL,
         },
     ));
+    // With the Redis tier, readiness waits for its first connection attempt, so that a
+    // restarted instance serves what Redis holds from its first request.
+    let (first_attempt, tier_attempted) = watch::channel(tier.is_none());
+    if let Some(tier) = tier {
+        server.add_service(background_service(
+            "redis tier",
+            TierService {
+                tier,
+                first_attempt,
+            },
+        ));
+    }
     let ready = server.add_service(background_service(
         "readiness",
         ReadinessService {
@@ -118,6 +133,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
             listeners: vec![config.listen, config.admin.listen],
             token: probe,
             phases: Mutex::new(Some(server.watch_execution_phase())),
+            before_ready: Mutex::new(Some(tier_attempted)),
         },
     ));
     ready.add_dependency(&proxy);

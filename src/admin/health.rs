@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use pingora_core::server::ExecutionPhase;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::logging;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -80,7 +80,13 @@ pub struct ReadinessService {
     pub token: ProbeToken,
     /// Pingora's execution phases: tell a termination from an upgrade.
     pub phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+    /// Turns true when a service that must have started first has (the Redis tier's first
+    /// connection attempt); waited for at most [`BEFORE_READY_WAIT`].
+    pub before_ready: Mutex<Option<watch::Receiver<bool>>>,
 }
+
+/// Bound on the wait for `before_ready`: past it the process is ready anyway.
+const BEFORE_READY_WAIT: Duration = Duration::from_secs(3);
 
 /// Sends the probe to `addr`; true when the answer echoes our token.
 async fn answers_probe(addr: SocketAddr, token: &ProbeToken) -> bool {
@@ -141,6 +147,10 @@ impl BackgroundService for ReadinessService {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+        }
+        let before = self.before_ready.lock().take();
+        if let Some(mut before) = before {
+            let _ = tokio::time::timeout(BEFORE_READY_WAIT, before.wait_for(|done| *done)).await;
         }
         self.readiness.set(true);
         info!("ready: accepting on {:?}", self.listeners);

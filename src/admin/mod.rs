@@ -95,10 +95,13 @@ impl AdminApp {
             }
             ("/health/ready", &Method::GET | &Method::HEAD) => {
                 if self.readiness.is_ready() {
-                    Ok((
-                        StatusCode::OK,
-                        json!({"status": "ready", "pid": std::process::id()}),
-                    ))
+                    let mut body = json!({"status": "ready", "pid": std::process::id()});
+                    // The proxy serves without Redis, so Redis being down is reported, not
+                    // a reason to take the instance out of rotation.
+                    if let Some(l2) = self.cache.backend.l2_status() {
+                        body["redis"] = json!(if l2.up { "up" } else { "down" });
+                    }
+                    Ok((StatusCode::OK, body))
                 } else {
                     Err((
                         ErrorKind::ServiceUnavailable,
@@ -167,8 +170,36 @@ impl AdminApp {
             "max_entries": self.cache.limits.max_entries,
             "max_bytes": self.cache.limits.max_bytes,
             "coalesced_waits": s.coalesced_waits,
+            "tiers": self.tiers(&u),
             "last_cleared": s.last_cleared.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
         })
+    }
+}
+
+impl AdminApp {
+    /// Each tier: this process's memory, and the shared Redis tier when there is one.
+    fn tiers(&self, u: &crate::cache::Usage) -> Value {
+        let backend = self.cache.backend;
+        let mut tiers = json!({
+            "l1": {
+                "entries": u.entries,
+                "bytes": u.bytes,
+                "max_bytes": self.cache.limits.max_bytes,
+                "hits": backend.l1_hits().unwrap_or_else(|| self.cache.stats.snapshot().hits),
+            }
+        });
+        if let Some(l2) = backend.l2_status() {
+            tiers["l2"] = json!({
+                "backend": "redis",
+                "up": l2.up,
+                "circuit": if l2.circuit_open { "open" } else { "closed" },
+                "hits": l2.hits,
+                "misses": l2.misses,
+                "writes": l2.writes,
+                "errors": l2.errors,
+            });
+        }
+        tiers
     }
 }
 

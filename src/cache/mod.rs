@@ -17,12 +17,13 @@ use std::time::Duration;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::CacheOptionOverrides;
 
-use crate::config::CacheConfig;
+use crate::config::{BackendConfig, CacheConfig};
 use freshness::FreshnessRules;
 pub use policy::{merge_not_modified, CachePolicy, HitDecision, RequestDirectives};
 pub use stats::{CacheStats, CacheStatus, StatsSnapshot};
 use storage::memory::MemoryLimits;
-pub use storage::{CacheBackend, MemoryStorage, Usage};
+use storage::redis::RedisTier;
+pub use storage::{CacheBackend, L2Status, MemoryStorage, TieredStorage, Usage};
 
 /// The configured bounds of the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,18 +46,52 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// The embedded in-memory cache described by `config`.
-    pub fn in_memory(config: &CacheConfig) -> Self {
-        let backend = MemoryStorage::new_static(MemoryLimits {
-            max_bytes: config.max_bytes,
-            max_entries: config.max_entries,
-            max_object_bytes: config.max_object_bytes,
-            stale_retention: config.stale_retention,
-        });
-        Self::with_backend(backend, config)
+    /// The cache described by `config`, and the Redis tier when it has one (its upkeep
+    /// runs as a service of its own, see [`storage::TierService`]).
+    pub fn from_config(config: &CacheConfig) -> (Self, Option<&'static TieredStorage>) {
+        let memory = |max_bytes| {
+            MemoryStorage::new_static(MemoryLimits {
+                max_bytes,
+                max_entries: config.max_entries,
+                max_object_bytes: config.max_object_bytes.min(max_bytes),
+                stale_retention: config.stale_retention,
+            })
+        };
+        match &config.backend {
+            BackendConfig::Memory => {
+                let limits = Limits {
+                    max_bytes: config.max_bytes,
+                    max_entries: config.max_entries,
+                };
+                (
+                    Self::with_backend(memory(config.max_bytes), limits, config),
+                    None,
+                )
+            }
+            BackendConfig::Redis(redis) => {
+                let l1 = (redis.l1_max_bytes > 0).then(|| memory(redis.l1_max_bytes));
+                let tier = TieredStorage::new(
+                    l1,
+                    RedisTier::new(redis.clone()),
+                    config.stale_retention,
+                    config.max_object_bytes,
+                    config.lock_timeout,
+                )
+                .new_static();
+                let limits = Limits {
+                    max_bytes: redis.l1_max_bytes,
+                    max_entries: if l1.is_some() { config.max_entries } else { 0 },
+                };
+                (Self::with_backend(tier, limits, config), Some(tier))
+            }
+        }
     }
 
-    pub fn with_backend(backend: &'static dyn CacheBackend, config: &CacheConfig) -> Self {
+    pub fn with_backend(
+        backend: &'static dyn CacheBackend,
+        limits: Limits,
+        config: &CacheConfig,
+    ) -> Self {
         // The age timeout bounds how long a stuck writer blocks its readers.
         let lock: &'static CacheLock = Box::leak(CacheLock::new_boxed(config.lock_timeout));
         Cache {
@@ -72,10 +107,7 @@ impl Cache {
                 ignore_client_no_cache: config.ignore_client_no_cache,
             },
             stats: CacheStats::default(),
-            limits: Limits {
-                max_bytes: config.max_bytes,
-                max_entries: config.max_entries,
-            },
+            limits,
             max_object_bytes: config.max_object_bytes,
             lock_timeout: config.lock_timeout,
         }

@@ -94,6 +94,35 @@ pub struct CacheConfig {
     pub ignore_client_no_cache: bool,
     /// Whether `PURGE` requests are accepted on the proxy port.
     pub purge: bool,
+    /// Where entries live: this process only, or a shared Redis tier behind it.
+    pub backend: BackendConfig,
+}
+
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    Memory,
+    Redis(RedisConfig),
+}
+
+/// The shared Redis tier (`cache.redis.*`).
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// One server, or the seed nodes of a Redis Cluster; parsed, not yet connected.
+    pub nodes: Vec<redis::ConnectionInfo>,
+    pub cluster: bool,
+    /// Bound on each Redis call; past it the call counts as failed and the request goes on
+    /// without Redis.
+    pub timeout: Duration,
+    pub key_prefix: String,
+    /// Bound of the in-process tier in front of Redis; 0 = none.
+    pub l1_max_bytes: usize,
+}
+
+impl RedisConfig {
+    /// `host:port` of each node, for logs and the status output (credentials left out).
+    pub fn addresses(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr().to_string()).collect()
+    }
 }
 
 /// How log lines are written.
@@ -189,6 +218,16 @@ impl Config {
                 "stale_if_error_s": c.stale_if_error.as_secs(),
                 "heuristic_fraction": c.heuristic_fraction,
                 "purge": c.purge,
+                "backend": match &c.backend {
+                    BackendConfig::Memory => serde_json::json!("memory"),
+                    BackendConfig::Redis(redis) => serde_json::json!({
+                        "redis": redis.addresses(),
+                        "cluster": redis.cluster,
+                        "timeout_ms": redis.timeout.as_millis() as u64,
+                        "key_prefix": redis.key_prefix,
+                        "l1_max_bytes": redis.l1_max_bytes,
+                    }),
+                },
             },
             "cors": self.cors.enabled,
             "security_headers": self.security_headers,
@@ -288,6 +327,94 @@ fn size(text: &str) -> Result<usize, String> {
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| *n > 0)
         .ok_or_else(|| "is not a size (examples: 512MiB, 2GiB)".into())
+}
+
+/// A size where 0 is allowed and means "none".
+fn size_or_zero(text: &str) -> Result<usize, String> {
+    match text.trim() {
+        "0" => Ok(0),
+        t => size(t),
+    }
+}
+
+fn backend_kind(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "memory" => Ok(false),
+        "redis" => Ok(true),
+        _ => Err("is not a cache backend (memory or redis)".into()),
+    }
+}
+
+/// Comma-separated `redis://` / `rediss://` URLs, each parsed (no connection is made here).
+fn redis_urls(text: &str) -> Result<Vec<redis::ConnectionInfo>, String> {
+    use redis::IntoConnectionInfo;
+    let urls: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Err("must name at least one redis:// URL".into());
+    }
+    urls.iter()
+        .map(|url| {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(format!(
+                    "contains {url:?}: expected redis://host:port[/db] or rediss://"
+                ));
+            }
+            url.into_connection_info()
+                .map_err(|e| format!("contains an invalid Redis URL: {e}"))
+        })
+        .collect()
+}
+
+/// Keys are `<prefix><generation>:{<hash>}:...`; braces in the prefix would move the hash tag.
+fn key_prefix(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    if t.is_empty() || t.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if t.chars()
+        .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+    {
+        return Err("must not contain braces, spaces or control characters".into());
+    }
+    Ok(t.to_owned())
+}
+
+fn resolve_backend(r: &Resolver) -> Result<BackendConfig, ConfigError> {
+    if !r.get("cache.backend", false, backend_kind)? {
+        return Ok(BackendConfig::Memory);
+    }
+    let url_setting = lookup("cache.redis.url");
+    let nodes = r
+        .optional("cache.redis.url", redis_urls)?
+        .ok_or(ConfigError::Missing {
+            key: url_setting.key,
+            flag: url_setting.flag,
+            env: url_setting.env,
+        })?;
+    let cluster = r.get("cache.redis.cluster", false, boolean)?;
+    if !cluster && nodes.len() > 1 {
+        let v = r.raw("cache.redis.url").expect("set");
+        return Err(r.invalid(
+            "cache.redis.url",
+            v,
+            "names several servers: set cache.redis.cluster: true for a Redis Cluster".into(),
+        ));
+    }
+    Ok(BackendConfig::Redis(RedisConfig {
+        nodes,
+        cluster,
+        timeout: r.get(
+            "cache.redis.timeout",
+            Duration::from_millis(50),
+            positive_duration,
+        )?,
+        key_prefix: r.get("cache.redis.key_prefix", "cp:".into(), key_prefix)?,
+        l1_max_bytes: r.get("cache.redis.l1_max_size", 64 << 20, size_or_zero)?,
+    }))
 }
 
 fn fraction(text: &str) -> Result<f64, String> {
@@ -472,6 +599,7 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
         stale_if_error: r.get("cache.stale_if_error", Duration::ZERO, duration)?,
         ignore_client_no_cache: r.get("cache.ignore_client_no_cache", false, boolean)?,
         purge: r.get("purge.enabled", false, boolean)?,
+        backend: resolve_backend(r)?,
     };
     if cache.max_object_bytes > cache.max_bytes {
         let v = r
@@ -677,6 +805,86 @@ mod tests {
             (
                 &["--admin-token", " "],
                 r#"admin.token: " " must not be empty"#,
+            ),
+        ];
+        for (args, expected) in cases {
+            let mut argv = vec!["--origin", "http://127.0.0.1:9000"];
+            argv.extend_from_slice(args);
+            let err = load(&argv).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "args {args:?}: got {err:?}");
+        }
+    }
+
+    #[test]
+    fn redis_backend_settings() {
+        let c = load(&["--origin", "http://127.0.0.1:9000"]).unwrap();
+        assert!(matches!(c.cache.backend, BackendConfig::Memory));
+        let c = load(&[
+            "--origin",
+            "http://127.0.0.1:9000",
+            "--cache-backend",
+            "redis",
+            "--redis-url",
+            "redis://:secret@127.0.0.1:6379/2",
+        ])
+        .unwrap();
+        let BackendConfig::Redis(r) = &c.cache.backend else {
+            panic!("redis backend expected");
+        };
+        assert_eq!(r.timeout, Duration::from_millis(50));
+        assert_eq!(r.key_prefix, "cp:");
+        assert_eq!(r.l1_max_bytes, 64 << 20);
+        assert!(!r.cluster);
+        assert_eq!(r.addresses(), ["127.0.0.1:6379"]);
+        let summary = c.summary().to_string();
+        assert!(!summary.contains("secret"), "{summary}");
+
+        let c = load(&[
+            "--origin",
+            "http://127.0.0.1:9000",
+            "--cache-backend=redis",
+            "--redis-cluster",
+            "--redis-url",
+            "redis://127.0.0.1:7000, redis://127.0.0.1:7001",
+            "--redis-l1-max-bytes",
+            "0",
+        ])
+        .unwrap();
+        let BackendConfig::Redis(r) = &c.cache.backend else {
+            panic!("redis backend expected");
+        };
+        assert_eq!((r.nodes.len(), r.cluster, r.l1_max_bytes), (2, true, 0));
+    }
+
+    #[test]
+    fn bad_redis_settings_name_the_key() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--cache-backend", "disk"], r#"cache.backend: "disk" is not a cache backend"#),
+            (&["--cache-backend", "redis"], "cache.redis.url is required"),
+            (
+                &["--cache-backend", "redis", "--redis-url", "http://127.0.0.1:6379"],
+                r#"cache.redis.url: "http://127.0.0.1:6379" contains"#,
+            ),
+            (
+                &[
+                    "--cache-backend",
+                    "redis",
+                    "--redis-url",
+                    "redis://127.0.0.1:1,redis://127.0.0.1:2",
+                ],
+                "cache.redis.url: \"redis://127.0.0.1:1,redis://127.0.0.1:2\" names several servers",
+            ),
+            (
+                &["--cache-backend", "redis", "--redis-url", "redis://h:1", "--redis-timeout", "0"],
+                r#"cache.redis.timeout: "0" must be greater than 0"#,
+            ),
+            (
+                &["--cache-backend", "redis", "--redis-url", "redis://h:1", "--redis-key-prefix", "a{b"],
+                r#"cache.redis.key_prefix: "a{b" must not contain braces"#,
+            ),
+            (
+                &["--cache-backend", "redis", "--redis-url", "redis://h:1", "--redis-l1-max-bytes", "lots"],
+                r#"cache.redis.l1_max_size: "lots" is not a size"#,
             ),
         ];
         for (args, expected) in cases {

@@ -599,6 +599,12 @@ impl ProxyHttp for Proxy {
         if ctx.probe {
             return;
         }
+        if ctx.cache_enabled && ctx.upstream_started.is_some() {
+            // A fetch that stored nothing ends the fill here, so other instances waiting
+            // on it in a shared tier go on at once.
+            let key = key::for_request(session.req_header(), false);
+            self.cache.backend.fill_done(&key).await;
+        }
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let cache = ctx

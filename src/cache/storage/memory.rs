@@ -87,7 +87,7 @@ fn detached(header: &ResponseHeader) -> ResponseHeader {
 /// header clone; deserializing a stored meta would decompress and parse the header on every
 /// hit. (Fields Pingora does not persist, such as extensions, are not kept either.)
 #[derive(Clone)]
-struct StoredMeta {
+pub(super) struct StoredMeta {
     fresh_until: SystemTime,
     created: SystemTime,
     /// The reference point of `Age`: the epoch override, or the last update.
@@ -99,7 +99,7 @@ struct StoredMeta {
 }
 
 impl StoredMeta {
-    fn new(meta: &CacheMeta) -> Self {
+    pub(super) fn new(meta: &CacheMeta) -> Self {
         StoredMeta {
             fresh_until: meta.fresh_until(),
             created: meta.created(),
@@ -111,7 +111,7 @@ impl StoredMeta {
         }
     }
 
-    fn to_meta(&self) -> CacheMeta {
+    pub(super) fn to_meta(&self) -> CacheMeta {
         let mut meta = CacheMeta::new(
             self.fresh_until,
             self.created,
@@ -124,6 +124,13 @@ impl StoredMeta {
             meta.set_variance(variance);
         }
         meta
+    }
+
+    /// When the entry stops being useful: past its stale windows and the retention after
+    /// them.
+    pub(super) fn removable_at(&self, stale_retention: Duration) -> SystemTime {
+        let stale_secs = self.stale_while_revalidate_sec.max(self.stale_if_error_sec);
+        self.fresh_until + Duration::from_secs(stale_secs.into()) + stale_retention
     }
 
     /// Memory held by the header, estimated.
@@ -277,20 +284,76 @@ impl MemoryStorage {
         Ok(())
     }
 
+    /// The entry stored under `key`, if it can still be used.
+    pub fn get(&self, key: &CacheKey) -> Option<(CacheMeta, Bytes)> {
+        let k = key_of(key.combined_bin());
+        let (stored, body) = {
+            let mut shard = self.shard(key_of(key.primary_bin())).lock();
+            match shard.map().get(&k) {
+                None => return None,
+                Some(e) if e.removable_at <= SystemTime::now() => {
+                    shard.remove(&k);
+                    self.expirations.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                Some(e) => (e.meta.clone(), e.body.clone()),
+            }
+        };
+        Some((stored.to_meta(), body))
+    }
+
+    /// Removes every entry; returns how many there were.
+    pub fn clear_now(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().clear() as u64)
+            .sum()
+    }
+
+    /// Stores a complete entry: the tier in front of Redis copies Redis hits in with this.
+    /// Returns the entry's weight.
+    pub fn put(&self, key: &CacheKey, meta: &CacheMeta, body: Bytes) -> Result<usize> {
+        self.put_stored(key, StoredMeta::new(meta), body)
+    }
+
+    pub(super) fn put_stored(
+        &self,
+        key: &CacheKey,
+        meta: StoredMeta,
+        body: Bytes,
+    ) -> Result<usize> {
+        if body.len() > self.limits.max_object_bytes {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "body exceeds cache max object size",
+            );
+        }
+        let weight = body.len() + meta.weight() + ENTRY_OVERHEAD;
+        let removable_at = meta.removable_at(self.limits.stale_retention);
+        self.insert(
+            key_of(key.combined_bin()),
+            Entry {
+                primary: key_of(key.primary_bin()),
+                meta,
+                body,
+                weight,
+                removable_at,
+            },
+        )?;
+        Ok(weight)
+    }
+
+    /// Removes every variant stored under the primary key hash `primary`; returns how many.
+    pub fn remove_primary(&self, primary: HashBinary) -> u64 {
+        self.remove_variants(key_of(primary))
+    }
+
     fn remove_variants(&self, primary: Key) -> u64 {
         let mut shard = self.shard(primary).lock();
         let mut keys = shard.variants.get(&primary).cloned().unwrap_or_default();
         keys.push(primary);
         keys.iter().filter(|k| shard.remove(k).is_some()).count() as u64
     }
-}
-
-/// When an entry stops being useful: past its stale windows and the retention after them.
-fn removable_at(meta: &CacheMeta, stale_retention: Duration) -> SystemTime {
-    let stale_secs = meta
-        .stale_while_revalidate_sec()
-        .max(meta.stale_if_error_sec());
-    meta.fresh_until() + Duration::from_secs(stale_secs.into()) + stale_retention
 }
 
 fn compact_key(target: PurgeTarget<'_>) -> Option<&CompactCacheKey> {
@@ -308,31 +371,11 @@ impl Storage for MemoryStorage {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let k = key_of(key.combined_bin());
-        let found = {
-            let mut shard = self.shard(key_of(key.primary_bin())).lock();
-            match shard.map().get(&k) {
-                None => None,
-                Some(e) if e.removable_at <= SystemTime::now() => {
-                    shard.remove(&k);
-                    self.expirations.fetch_add(1, Ordering::Relaxed);
-                    None
-                }
-                Some(e) => Some((e.meta.clone(), e.body.clone())),
-            }
-        };
-        let Some((stored, body)) = found else {
-            return Ok(None);
-        };
-        let meta = stored.to_meta();
-        let end = body.len();
-        let hit = MemoryHit {
-            body,
-            start: 0,
-            end,
-            done: false,
-        };
-        Ok(Some((meta, Box::new(hit))))
+        Ok(self
+            .get(key)
+            .map(|(meta, body)| -> (CacheMeta, HitHandler) {
+                (meta, Box::new(MemoryHit::new(body)))
+            }))
     }
 
     async fn get_miss_handler(
@@ -343,12 +386,9 @@ impl Storage for MemoryStorage {
     ) -> Result<MissHandler> {
         Ok(Box::new(MemoryMiss {
             storage: self,
-            key: key_of(key.combined_bin()),
-            primary: key_of(key.primary_bin()),
+            key: key.clone(),
             meta: StoredMeta::new(meta),
-            removable_at: removable_at(meta, self.limits.stale_retention),
-            chunks: Vec::new(),
-            len: 0,
+            body: BodyBuffer::new(self.limits.max_object_bytes),
         }))
     }
 
@@ -379,7 +419,7 @@ impl Storage for MemoryStorage {
         _trace: &SpanHandle,
     ) -> Result<bool> {
         let stored = StoredMeta::new(meta);
-        let removable_at = removable_at(meta, self.limits.stale_retention);
+        let removable_at = stored.removable_at(self.limits.stale_retention);
         let k = key_of(key.combined_bin());
         let mut shard = self.shard(key_of(key.primary_bin())).lock();
         let Some(entry) = shard.map().get_mut(&k) else {
@@ -422,11 +462,7 @@ impl CacheBackend for MemoryStorage {
     }
 
     async fn clear(&'static self) -> Result<u64> {
-        Ok(self
-            .shards
-            .iter()
-            .map(|shard| shard.lock().clear() as u64)
-            .sum())
+        Ok(self.clear_now())
     }
 
     async fn remove(&'static self, key: &CacheKey) -> Result<bool> {
@@ -470,20 +506,32 @@ impl CacheBackend for MemoryStorage {
 
 struct MemoryMiss {
     storage: &'static MemoryStorage,
-    key: Key,
-    primary: Key,
+    key: CacheKey,
     meta: StoredMeta,
-    removable_at: SystemTime,
-    chunks: Vec<Bytes>,
-    len: usize,
+    body: BodyBuffer,
 }
 
-#[async_trait]
-impl HandleMiss for MemoryMiss {
-    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+/// A body as it arrives, bounded by the largest cacheable object.
+pub(super) struct BodyBuffer {
+    chunks: Vec<Bytes>,
+    len: usize,
+    max: usize,
+}
+
+impl BodyBuffer {
+    pub(super) fn new(max: usize) -> Self {
+        BodyBuffer {
+            chunks: Vec::new(),
+            len: 0,
+            max,
+        }
+    }
+
+    /// Adds a chunk; an error once the body exceeds the bound (Pingora then stops filling
+    /// the cache and keeps serving the client).
+    pub(super) fn push(&mut self, data: Bytes) -> Result<()> {
         self.len += data.len();
-        if self.len > self.storage.limits.max_object_bytes {
-            // Pingora stops filling the cache on this error and keeps serving the client.
+        if self.len > self.max {
             self.chunks.clear();
             return Error::e_explain(
                 ErrorType::InternalError,
@@ -496,34 +544,49 @@ impl HandleMiss for MemoryMiss {
         Ok(())
     }
 
-    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
-        // One exactly sized copy: upstream chunks may be views into larger read buffers, which
-        // would otherwise stay alive and escape the byte accounting.
+    /// One exactly sized copy: upstream chunks may be views into larger read buffers, which
+    /// would otherwise stay alive and escape the byte accounting.
+    pub(super) fn finish(self) -> Bytes {
         let mut body = Vec::with_capacity(self.len);
         for chunk in &self.chunks {
             body.extend_from_slice(chunk);
         }
-        let weight = body.len() + self.meta.weight() + ENTRY_OVERHEAD;
-        self.storage.insert(
-            self.key,
-            Entry {
-                primary: self.primary,
-                meta: self.meta,
-                body: body.into(),
-                weight,
-                removable_at: self.removable_at,
-            },
-        )?;
+        body.into()
+    }
+}
+
+#[async_trait]
+impl HandleMiss for MemoryMiss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        self.body.push(data)
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let weight = self
+            .storage
+            .put_stored(&self.key, self.meta, self.body.finish())?;
         Ok(MissFinishType::Created(weight))
     }
 }
 
 /// A hit on a complete body. Reads and range seeks are `Bytes` slices: no copy per request.
-struct MemoryHit {
+pub(super) struct MemoryHit {
     body: Bytes,
     start: usize,
     end: usize,
     done: bool,
+}
+
+impl MemoryHit {
+    pub(super) fn new(body: Bytes) -> Self {
+        let end = body.len();
+        MemoryHit {
+            body,
+            start: 0,
+            end,
+            done: false,
+        }
+    }
 }
 
 #[async_trait]

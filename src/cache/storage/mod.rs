@@ -5,7 +5,10 @@
 //! backend, so it holds however many requests fill the cache at once. No Pingora eviction
 //! manager is used.
 
+pub mod entry;
 pub mod memory;
+pub mod redis;
+pub mod tiered;
 
 use async_trait::async_trait;
 use pingora_cache::storage::Storage;
@@ -13,6 +16,7 @@ use pingora_cache::CacheKey;
 use pingora_error::Result;
 
 pub use memory::MemoryStorage;
+pub use tiered::{TierService, TieredStorage};
 
 /// What a backend holds right now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,4 +47,31 @@ pub trait CacheBackend: Storage + Send + Sync + 'static {
     fn sweep_expired(&self) -> u64 {
         0
     }
+
+    /// A fill of `key` that this request started is over without a stored response (the
+    /// response was not cacheable, or the fetch failed): a shared tier releases its fill
+    /// lock so other instances stop waiting. Storing a response releases it by itself.
+    async fn fill_done(&'static self, _key: &CacheKey) {}
+
+    /// Lookups answered by the in-process tier, where the backend has tiers.
+    fn l1_hits(&self) -> Option<u64> {
+        None
+    }
+
+    /// The shared tier's state, where there is one.
+    fn l2_status(&self) -> Option<L2Status> {
+        None
+    }
+}
+
+/// The shared (Redis) tier, as `/cache/stats` and readiness report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct L2Status {
+    pub up: bool,
+    pub circuit_open: bool,
+    pub hits: u64,
+    pub misses: u64,
+    /// Entries completely written.
+    pub writes: u64,
+    pub errors: u64,
 }

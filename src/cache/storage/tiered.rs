@@ -1,0 +1,482 @@
+//! Two tiers: this process's bounded memory storage (L1, optional) in front of the shared
+//! Redis tier (L2).
+//!
+//! - Lookup: L1, then Redis (a Redis hit is copied into L1), then a miss.
+//! - A miss takes the URL's fill lock in Redis. The instance that gets it fetches; an
+//!   instance that finds it taken waits (within `cache.lock_timeout`) until the entry is
+//!   stored or the lock released, woken by the `Filled` event or by bounded polling, and
+//!   then serves what Redis has. Local requests for one URL share one such wait, and behind
+//!   a lock this instance holds they queue on Pingora's own cache lock instead.
+//! - A stored response goes to L1 at once and to Redis right after, off the request path;
+//!   the fill lock is released once Redis has it.
+//! - Purge and clear act on both tiers and are announced to every instance, which drop
+//!   their L1 copies. An instance whose subscription broke drops its whole L1 when it is
+//!   subscribed again, since it may have missed events.
+//!
+//! Nothing here turns a Redis failure into an error on the request path: Redis failures
+//! are misses and skipped writes (see `redis.rs`). Only purge and clear report them, since
+//! an operator must know when other instances may still serve what was removed.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use log::{debug, info};
+use parking_lot::Mutex;
+use pingora_cache::key::{CacheHashKey, HashBinary};
+use pingora_cache::storage::{
+    HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget, PurgeType,
+    Storage,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheEntryKey, CacheKey, CacheMeta};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_error::{Error, ErrorType, Result};
+use tokio::sync::{watch, Notify};
+
+use super::memory::{BodyBuffer, MemoryHit, MemoryStorage, StoredMeta};
+use super::redis::{Event, RedisTier, Unavailable, HEALTH_INTERVAL};
+use super::{CacheBackend, L2Status, Usage};
+use crate::metrics::REDIS_METRICS;
+
+/// How often a waiter looks at Redis when no `Filled` event has come.
+const FILL_POLL: Duration = Duration::from_millis(50);
+
+type WaitFuture = Shared<BoxFuture<'static, ()>>;
+
+pub struct TieredStorage {
+    l1: Option<&'static MemoryStorage>,
+    l2: RedisTier,
+    stale_retention: Duration,
+    max_object_bytes: usize,
+    /// How long a fill lock is held at most, and how long others wait behind it.
+    lock_hold: Duration,
+    /// Fill locks this instance holds: primary key -> (token, taken at).
+    held: Mutex<HashMap<HashBinary, (u64, Instant)>>,
+    /// Waits for another instance's fill, one per URL, shared by the local requests.
+    waits: Mutex<HashMap<HashBinary, WaitFuture>>,
+    wakers: Mutex<HashMap<HashBinary, Arc<Notify>>>,
+    l1_hits: AtomicU64,
+}
+
+impl TieredStorage {
+    pub fn new(
+        l1: Option<&'static MemoryStorage>,
+        l2: RedisTier,
+        stale_retention: Duration,
+        max_object_bytes: usize,
+        lock_hold: Duration,
+    ) -> Self {
+        TieredStorage {
+            l1,
+            l2,
+            stale_retention,
+            max_object_bytes,
+            lock_hold,
+            held: Mutex::new(HashMap::new()),
+            waits: Mutex::new(HashMap::new()),
+            wakers: Mutex::new(HashMap::new()),
+            l1_hits: AtomicU64::new(0),
+        }
+    }
+
+    pub fn new_static(self) -> &'static Self {
+        Box::leak(Box::new(self))
+    }
+
+    pub fn redis(&self) -> &RedisTier {
+        &self.l2
+    }
+
+    fn l1_lookup(&self, key: &CacheKey) -> Option<(CacheMeta, Bytes)> {
+        self.l1?.get(key)
+    }
+
+    /// Reads Redis; a hit is copied into L1.
+    async fn l2_lookup(&self, key: &CacheKey) -> Result<Option<(CacheMeta, Bytes)>, Unavailable> {
+        let Some(found) = self.l2.get(&key.primary_bin(), &key.combined_bin()).await? else {
+            return Ok(None);
+        };
+        if let Some(l1) = self.l1 {
+            if found.body.len() <= self.max_object_bytes {
+                if let Err(e) = l1.put(key, &found.meta, found.body.clone()) {
+                    debug!("redis hit not copied into the memory tier: {e}");
+                }
+            }
+        }
+        Ok(Some((found.meta, found.body)))
+    }
+
+    /// Whether this instance holds the fill lock of `primary` (and it has not run out).
+    fn holds(&self, primary: &HashBinary) -> bool {
+        let mut held = self.held.lock();
+        match held.get(primary) {
+            Some((_, at)) if at.elapsed() < self.lock_hold => true,
+            Some(_) => {
+                held.remove(primary);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn take_lock(&self, primary: &HashBinary) -> Option<u64> {
+        self.held.lock().remove(primary).map(|(token, _)| token)
+    }
+
+    fn waker(&self, primary: &HashBinary) -> Arc<Notify> {
+        self.wakers.lock().entry(*primary).or_default().clone()
+    }
+
+    /// Waits until another instance's fill of `key` ends, sharing the wait with the other
+    /// local requests for the same URL.
+    async fn wait_for_fill(&'static self, key: &CacheKey) {
+        let primary = key.primary_bin();
+        let wait = self
+            .waits
+            .lock()
+            .entry(primary)
+            .or_insert_with(|| {
+                let key = key.clone();
+                async move { self.fill_wait(&key).await }.boxed().shared()
+            })
+            .clone();
+        wait.await;
+    }
+
+    async fn fill_wait(&'static self, key: &CacheKey) {
+        let (primary, combined) = (key.primary_bin(), key.combined_bin());
+        let waker = self.waker(&primary);
+        let deadline = Instant::now() + self.lock_hold;
+        loop {
+            let woken = waker.notified();
+            match self.l2.fill_state(&primary, &combined).await {
+                Some((false, true)) if Instant::now() < deadline => {}
+                _ => break, // stored, released, expired, or Redis cannot tell: stop waiting
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep(FILL_POLL.min(left)) => {}
+            }
+        }
+        // One read for all local waiters: it lands in L1, where they find it.
+        if self.l1.is_some() {
+            let _ = self.l2_lookup(key).await;
+        }
+        self.waits.lock().remove(&primary);
+        self.wakers.lock().remove(&primary);
+    }
+
+    /// Applies an event from the channel to this instance.
+    fn on_event(&self, event: Event) {
+        match event {
+            Event::Filled(primary) => {
+                if let Some(waker) = self.wakers.lock().get(&primary) {
+                    waker.notify_waiters();
+                }
+            }
+            Event::Purged(primary) => {
+                if let Some(l1) = self.l1 {
+                    l1.remove_primary(primary);
+                }
+            }
+            Event::Cleared(generation) => {
+                if self.l2.set_generation(generation) {
+                    self.clear_l1("the cache was cleared");
+                }
+            }
+        }
+    }
+
+    fn clear_l1(&self, why: &str) {
+        if let Some(l1) = self.l1 {
+            let removed = l1.clear_now();
+            if removed > 0 {
+                info!("memory tier dropped {removed} entries: {why}");
+            }
+        }
+    }
+
+    /// Writes a complete entry to Redis, then releases the fill lock if this write held it.
+    async fn write_l2(&self, key: CacheKey, meta: CacheMeta, body: Bytes, token: Option<u64>) {
+        let primary = key.primary_bin();
+        if let Some(ttl) = RedisTier::ttl(&meta, self.stale_retention) {
+            self.l2
+                .put(&primary, &key.combined_bin(), &meta, &body, ttl)
+                .await;
+        }
+        if let Some(token) = token {
+            self.l2.unlock(&primary, token).await;
+        }
+    }
+}
+
+fn hit(meta: CacheMeta, body: Bytes) -> (CacheMeta, HitHandler) {
+    (meta, Box::new(MemoryHit::new(body)))
+}
+
+#[async_trait]
+impl Storage for TieredStorage {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        if let Some((meta, body)) = self.l1_lookup(key) {
+            self.l1_hits.fetch_add(1, Ordering::Relaxed);
+            REDIS_METRICS.tier_hits.with_label_values(&["l1"]).inc();
+            return Ok(Some(hit(meta, body)));
+        }
+        match self.l2_lookup(key).await {
+            Ok(Some((meta, body))) => {
+                REDIS_METRICS.tier_hits.with_label_values(&["l2"]).inc();
+                return Ok(Some(hit(meta, body)));
+            }
+            Ok(None) => {}
+            // Redis did not answer just now: fetch without it, at no further delay.
+            Err(Unavailable) => return Ok(None),
+        }
+        let primary = key.primary_bin();
+        if self.holds(&primary) {
+            // This instance is fetching it: Pingora's cache lock queues the request.
+            return Ok(None);
+        }
+        match self.l2.try_lock(&primary, self.lock_hold).await {
+            Ok(Some(token)) => {
+                self.held.lock().insert(primary, (token, Instant::now()));
+                Ok(None)
+            }
+            Ok(None) => {
+                self.wait_for_fill(key).await;
+                let found = match self.l1_lookup(key) {
+                    Some(found) => Some(found),
+                    None => self.l2_lookup(key).await.ok().flatten(),
+                };
+                Ok(found.map(|(meta, body)| {
+                    REDIS_METRICS.tier_hits.with_label_values(&["l2"]).inc();
+                    hit(meta, body)
+                }))
+            }
+            Err(Unavailable) => Ok(None), // Redis cannot coordinate: fetch without it
+        }
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        Ok(Box::new(TieredMiss {
+            tier: self,
+            key: key.clone(),
+            meta: StoredMeta::new(meta),
+            body: BodyBuffer::new(self.max_object_bytes),
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        purge_type: PurgeType,
+        trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let key = match target {
+            PurgeTarget::Active(key) => key.clone(),
+            PurgeTarget::Exact(CacheEntryKey::Identified { .. }) => {
+                return Ok(PurgeOutcome::NotFound)
+            }
+            PurgeTarget::Exact(entry) => entry.key().clone(),
+        };
+        let mut outcome = PurgeOutcome::NotFound;
+        if let Some(l1) = self.l1 {
+            outcome = l1
+                .purge(PurgeTarget::Active(&key), purge_type, trace)
+                .await?;
+        }
+        if self.l2.purge(&key.primary_bin()).await == Some(true) {
+            outcome = PurgeOutcome::Purged(None);
+        }
+        Ok(outcome)
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        trace: &SpanHandle,
+    ) -> Result<bool> {
+        let mut updated = false;
+        if let Some(l1) = self.l1 {
+            updated = l1.update_meta(key, meta, trace).await?;
+        }
+        // Redis gets the new meta with the stored body, off the request path.
+        let stored = StoredMeta::new(meta);
+        let key = key.clone();
+        tokio::spawn(async move {
+            let (primary, combined) = (key.primary_bin(), key.combined_bin());
+            if let Ok(Some(found)) = self.l2.get(&primary, &combined).await {
+                let meta = stored.to_meta();
+                if let Some(ttl) = RedisTier::ttl(&meta, self.stale_retention) {
+                    self.l2
+                        .put(&primary, &combined, &meta, &found.body, ttl)
+                        .await;
+                }
+            }
+        });
+        Ok(updated || self.l1.is_none())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+#[async_trait]
+impl CacheBackend for TieredStorage {
+    fn as_storage(&'static self) -> &'static (dyn Storage + Sync) {
+        self
+    }
+
+    async fn clear(&'static self) -> Result<u64> {
+        if !self.l2.clear().await {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "Redis is unreachable: the shared tier was not cleared",
+            );
+        }
+        Ok(self.l1.map_or(0, |l1| l1.clear_now()))
+    }
+
+    async fn remove(&'static self, key: &CacheKey) -> Result<bool> {
+        let local = self
+            .l1
+            .is_some_and(|l1| l1.remove_primary(key.primary_bin()) > 0);
+        match self.l2.purge(&key.primary_bin()).await {
+            Some(shared) => Ok(local || shared),
+            None => Error::e_explain(
+                ErrorType::InternalError,
+                "Redis is unreachable: removed from this instance only",
+            ),
+        }
+    }
+
+    async fn fill_done(&'static self, key: &CacheKey) {
+        let primary = key.primary_bin();
+        if let Some(token) = self.take_lock(&primary) {
+            self.l2.unlock(&primary, token).await;
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        self.l1.map(|l1| l1.usage()).unwrap_or_default()
+    }
+
+    fn sweep_expired(&self) -> u64 {
+        self.l1.map_or(0, |l1| l1.sweep_expired())
+    }
+
+    fn l1_hits(&self) -> Option<u64> {
+        Some(self.l1_hits.load(Ordering::Relaxed))
+    }
+
+    fn l2_status(&self) -> Option<L2Status> {
+        let c = &self.l2.counters;
+        Some(L2Status {
+            up: self.l2.is_up(),
+            circuit_open: self.l2.circuit_open(),
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+        })
+    }
+}
+
+struct TieredMiss {
+    tier: &'static TieredStorage,
+    key: CacheKey,
+    meta: StoredMeta,
+    body: BodyBuffer,
+}
+
+#[async_trait]
+impl HandleMiss for TieredMiss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        self.body.push(data)
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let TieredMiss {
+            tier,
+            key,
+            meta,
+            body,
+        } = *self;
+        let body = body.finish();
+        let weight = body.len();
+        if let Some(l1) = tier.l1 {
+            if let Err(e) = l1.put_stored(&key, meta.clone(), body.clone()) {
+                debug!("not stored in the memory tier: {e}");
+            }
+        }
+        let token = tier.take_lock(&key.primary_bin());
+        let meta = meta.to_meta();
+        tokio::spawn(async move { tier.write_l2(key, meta, body, token).await });
+        Ok(MissFinishType::Created(weight))
+    }
+}
+
+/// Keeps the tier connected and current: health probes (which also close the breaker and
+/// follow the key generation) and the events subscription.
+pub struct TierService {
+    pub tier: &'static TieredStorage,
+    /// Set once the first connection attempt is over, so readiness can wait for it and a
+    /// restarted instance serves from Redis from its first request.
+    pub first_attempt: watch::Sender<bool>,
+}
+
+#[async_trait]
+impl BackgroundService for TierService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let tier = self.tier;
+        if tier.l2.health_check().await.is_some() {
+            tier.clear_l1("joined a new key generation");
+        }
+        let _ = self.first_attempt.send(true);
+        let subscriber = tokio::spawn(async move {
+            loop {
+                let result = tier
+                    .l2
+                    .subscribe(
+                        || tier.clear_l1("subscribed to cache events (some may have been missed)"),
+                        |event| tier.on_event(event),
+                    )
+                    .await;
+                if let Err(e) = result {
+                    debug!("cache events subscription: {e}");
+                }
+                tokio::time::sleep(HEALTH_INTERVAL).await;
+            }
+        });
+        let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {
+                    if tier.l2.health_check().await.is_some() {
+                        tier.clear_l1("the key generation changed");
+                    }
+                }
+            }
+        }
+        subscriber.abort();
+    }
+}
