@@ -1,9 +1,11 @@
 //! Runs the real `caching-proxy` binary on ephemeral ports and waits until its admin
 //! service reports ready.
 
+use std::any::Any;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_caching-proxy");
@@ -44,6 +46,7 @@ pub struct ProxyBuilder {
     envs: Vec<(String, String)>,
     port: u16,
     admin_port: u16,
+    keep: Vec<Arc<dyn Any + Send + Sync>>,
 }
 
 pub struct Proxy {
@@ -51,6 +54,8 @@ pub struct Proxy {
     pub port: u16,
     pub admin_port: u16,
     dir: tempfile::TempDir,
+    /// Things the proxy needs for as long as it runs (its Redis), dropped after it stops.
+    keep: Vec<Arc<dyn Any + Send + Sync>>,
 }
 
 impl ProxyBuilder {
@@ -65,6 +70,7 @@ impl ProxyBuilder {
             envs: Vec::new(),
             port: ports[0],
             admin_port: ports[1],
+            keep: Vec::new(),
         }
     }
 
@@ -75,6 +81,22 @@ impl ProxyBuilder {
 
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Uses a standalone Redis as the shared cache tier (`--cache-backend redis`).
+    pub fn redis(self, url: &str) -> Self {
+        self.args(&["--cache-backend", "redis", "--redis-url", url])
+    }
+
+    /// Uses a Redis Cluster, given its comma-separated node URLs, as the shared cache tier.
+    pub fn redis_cluster(self, urls: &str) -> Self {
+        self.redis(urls).arg("--redis-cluster")
+    }
+
+    /// Keeps `thing` (a Redis server, say) alive until the proxy has stopped.
+    pub fn keep_alive(mut self, thing: Arc<dyn Any + Send + Sync>) -> Self {
+        self.keep.push(thing);
         self
     }
 
@@ -160,6 +182,7 @@ impl ProxyBuilder {
             port: self.port,
             admin_port: self.admin_port,
             dir,
+            keep: self.keep.clone(),
         };
         proxy.wait_ready().map(|()| proxy)
     }

@@ -317,21 +317,18 @@ impl Storage for TieredStorage {
         if let Some(l1) = self.l1 {
             updated = l1.update_meta(key, meta, trace).await?;
         }
-        // Redis gets the new meta with the stored body, off the request path.
-        let stored = StoredMeta::new(meta);
-        let key = key.clone();
-        tokio::spawn(async move {
-            let (primary, combined) = (key.primary_bin(), key.combined_bin());
-            if let Ok(Some(found)) = self.l2.get(&primary, &combined).await {
-                let meta = stored.to_meta();
-                if let Some(ttl) = RedisTier::ttl(&meta, self.stale_retention) {
-                    self.l2
-                        .put(&primary, &combined, &meta, &found.body, ttl)
-                        .await;
-                }
+        // Redis gets the new meta with the stored body before the response goes out, so
+        // the next request anywhere sees the refreshed entry. Bounded like every call.
+        let (primary, combined) = (key.primary_bin(), key.combined_bin());
+        if let Ok(Some(found)) = self.l2.get(&primary, &combined).await {
+            if let Some(ttl) = RedisTier::ttl(meta, self.stale_retention) {
+                updated |= self
+                    .l2
+                    .put(&primary, &combined, meta, &found.body, ttl)
+                    .await;
             }
-        });
-        Ok(updated || self.l1.is_none())
+        }
+        Ok(updated)
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
