@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::client::{get_once, KeepAlive};
-use support::{get, Origin, Proxy, ProxyBuilder, Reply};
+use support::{get, Origin, Proxy, ProxyBuilder, RedisServer, Reply};
 
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -194,4 +194,41 @@ fn zero_downtime_upgrade_under_load_loses_nothing() {
         "requests: {} ok, old served {by_old}, new served {by_new}, keep-alive retries {retries}",
         ok.load(Ordering::SeqCst)
     );
+}
+
+/// With the Redis tier, the new process of an upgrade starts with an empty memory tier but
+/// serves what the old one stored from Redis, from its first request.
+#[test]
+fn upgrade_with_the_redis_tier_starts_warm() {
+    let redis = RedisServer::start();
+    let origin = Origin::cacheable();
+    let old = ProxyBuilder::new(&origin.url())
+        .redis(&redis.url())
+        .grace_period("1s")
+        .start();
+    assert_eq!(get(&old.url("/warm")).x_cache(), "MISS");
+    assert_eq!(get(&old.url("/warm")).x_cache(), "HIT");
+
+    let new = Proxy::spawn_upgrade(
+        ProxyBuilder::upgrade_of(&old, &origin.url())
+            .redis(&redis.url())
+            .grace_period("1s"),
+    );
+    let sock = old.state_dir().join("upgrade.sock");
+    wait_until(
+        "the new process's upgrade socket",
+        Duration::from_secs(10),
+        || sock.exists(),
+    );
+    old.signal("QUIT");
+    let new = new.join().expect("the new process became ready");
+    let mut old = old;
+    assert!(old.wait_exit(Duration::from_secs(20)).is_some());
+
+    let first = get(&new.url("/warm"));
+    assert_eq!(first.x_cache(), "HIT", "the new process's first request");
+    assert_eq!(origin.hits(), 1);
+    let tiers = &new.stats()["tiers"];
+    assert_eq!(tiers["l2"]["hits"], 1, "{tiers}");
+    assert_eq!(tiers["l1"]["entries"], 1, "copied into the memory tier: {tiers}");
 }

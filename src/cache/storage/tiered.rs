@@ -471,6 +471,9 @@ impl BackgroundService for TierService {
                     if tier.l2.health_check().await.is_some() {
                         tier.clear_l1("the key generation changed");
                     }
+                    // Fill locks whose request ended without a word; Redis expired them too.
+                    let hold = tier.lock_hold;
+                    tier.held.lock().retain(|_, (_, at)| at.elapsed() < hold);
                 }
             }
         }
