@@ -99,11 +99,20 @@ pub struct RedisMetrics {
     pub up: IntGauge,
     pub errors: IntCounterVec,
     pub duration: HistogramVec,
-    pub tier_hits: IntCounterVec,
+    /// `caching_proxy_cache_tier_hits_total{tier="l1"}` and `{tier="l2"}`, resolved once:
+    /// the L1 one is counted on every hit.
+    pub l1_hits: IntCounter,
+    pub l2_hits: IntCounter,
 }
 
 pub static REDIS_METRICS: Lazy<RedisMetrics> = Lazy::new(|| {
-    let m = RedisMetrics {
+    let tier_hits = register_int_counter_vec!(
+        "caching_proxy_cache_tier_hits_total",
+        "Cache lookups answered by each tier: l1 (this process), l2 (Redis).",
+        &["tier"]
+    )
+    .expect("register");
+    RedisMetrics {
         up: prometheus::register_int_gauge!(
             "caching_proxy_redis_up",
             "1 while Redis answers, 0 while it does not (the proxy then serves without it)."
@@ -122,17 +131,9 @@ pub static REDIS_METRICS: Lazy<RedisMetrics> = Lazy::new(|| {
             exponential_buckets(0.0001, 2.0, 14).expect("valid buckets")
         )
         .expect("register"),
-        tier_hits: register_int_counter_vec!(
-            "caching_proxy_cache_tier_hits_total",
-            "Cache lookups answered by each tier: l1 (this process), l2 (Redis).",
-            &["tier"]
-        )
-        .expect("register"),
-    };
-    for tier in ["l1", "l2"] {
-        m.tier_hits.with_label_values(&[tier]);
+        l1_hits: tier_hits.with_label_values(&["l1"]),
+        l2_hits: tier_hits.with_label_values(&["l2"]),
     }
-    m
 });
 
 /// "2xx", "3xx", ... for a status code; "error" for 0 (no response written).

@@ -230,5 +230,8 @@ fn upgrade_with_the_redis_tier_starts_warm() {
     assert_eq!(origin.hits(), 1);
     let tiers = &new.stats()["tiers"];
     assert_eq!(tiers["l2"]["hits"], 1, "{tiers}");
-    assert_eq!(tiers["l1"]["entries"], 1, "copied into the memory tier: {tiers}");
+    assert_eq!(
+        tiers["l1"]["entries"], 1,
+        "copied into the memory tier: {tiers}"
+    );
 }

@@ -265,7 +265,10 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        if self.probe.matches(req.headers.get(PROBE_HEADER)) {
+        // Any process's readiness probe is answered here with this process's token, never
+        // proxied: during an upgrade the new process probes the listener while the old one
+        // still owns it, and the origin must not see those probes.
+        if req.headers.contains_key(PROBE_HEADER) {
             ctx.probe = true;
             let mut resp = ResponseHeader::build(204, Some(2)).expect("valid status");
             resp.insert_header(PROBE_HEADER, self.probe.value())?;

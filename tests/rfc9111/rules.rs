@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use support::{get, request, Origin, Proxy, ProxyBuilder, Reply, Response};
+use support::{get, request, Origin, Proxy, Reply, Response};
 
 /// An HTTP date `offset` seconds from now.
 fn date(offset: i64) -> String {
@@ -431,9 +431,7 @@ fn stale_if_error_on_origin_timeout() {
         ok("good", "max-age=1, stale-if-error=60"),
         ok("late", "max-age=60").delay(Duration::from_secs(3)),
     ]);
-    let proxy = builder(&origin.url())
-        .args(&["--timeout", "500ms"])
-        .start();
+    let proxy = builder(&origin.url()).args(&["--timeout", "500ms"]).start();
     get(&proxy.url("/slow"));
     wait(2.1);
     let r = get(&proxy.url("/slow"));
@@ -539,9 +537,7 @@ fn invalidation_origin() -> Origin {
 #[test]
 fn unsafe_request_invalidates_its_target() {
     let origin = invalidation_origin();
-    let proxy = builder(&origin.url())
-        .arg("--preserve-host")
-        .start();
+    let proxy = builder(&origin.url()).arg("--preserve-host").start();
     for method in ["POST", "PUT", "PATCH", "DELETE"] {
         get(&proxy.url("/r"));
         assert_eq!(get(&proxy.url("/r")).x_cache(), "HIT");
@@ -558,9 +554,7 @@ fn unsafe_request_invalidates_its_target() {
 #[test]
 fn unsafe_request_invalidates_same_host_locations() {
     let origin = invalidation_origin();
-    let proxy = builder(&origin.url())
-        .arg("--preserve-host")
-        .start();
+    let proxy = builder(&origin.url()).arg("--preserve-host").start();
     for p in ["/b", "/c"] {
         get(&proxy.url(p));
     }
@@ -828,9 +822,7 @@ fn purge_method_removes_url_and_variants() {
         )
         .header("vary", "Accept-Language")
     });
-    let proxy = builder(&origin.url())
-        .arg("--enable-purge")
-        .start();
+    let proxy = builder(&origin.url()).arg("--enable-purge").start();
     for lang in ["en", "fr"] {
         with(&[("accept-language", lang)], &proxy, "/p?q=1");
     }

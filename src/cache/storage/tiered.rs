@@ -19,7 +19,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,7 +62,6 @@ pub struct TieredStorage {
     /// Waits for another instance's fill, one per URL, shared by the local requests.
     waits: Mutex<HashMap<HashBinary, WaitFuture>>,
     wakers: Mutex<HashMap<HashBinary, Arc<Notify>>>,
-    l1_hits: AtomicU64,
 }
 
 impl TieredStorage {
@@ -82,7 +81,6 @@ impl TieredStorage {
             held: Mutex::new(HashMap::new()),
             waits: Mutex::new(HashMap::new()),
             wakers: Mutex::new(HashMap::new()),
-            l1_hits: AtomicU64::new(0),
         }
     }
 
@@ -230,13 +228,12 @@ impl Storage for TieredStorage {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         if let Some((meta, body)) = self.l1_lookup(key) {
-            self.l1_hits.fetch_add(1, Ordering::Relaxed);
-            REDIS_METRICS.tier_hits.with_label_values(&["l1"]).inc();
+            REDIS_METRICS.l1_hits.inc();
             return Ok(Some(hit(meta, body)));
         }
         match self.l2_lookup(key).await {
             Ok(Some((meta, body))) => {
-                REDIS_METRICS.tier_hits.with_label_values(&["l2"]).inc();
+                REDIS_METRICS.l2_hits.inc();
                 return Ok(Some(hit(meta, body)));
             }
             Ok(None) => {}
@@ -260,7 +257,7 @@ impl Storage for TieredStorage {
                     None => self.l2_lookup(key).await.ok().flatten(),
                 };
                 Ok(found.map(|(meta, body)| {
-                    REDIS_METRICS.tier_hits.with_label_values(&["l2"]).inc();
+                    REDIS_METRICS.l2_hits.inc();
                     hit(meta, body)
                 }))
             }
@@ -381,7 +378,7 @@ impl CacheBackend for TieredStorage {
     }
 
     fn l1_hits(&self) -> Option<u64> {
-        Some(self.l1_hits.load(Ordering::Relaxed))
+        Some(REDIS_METRICS.l1_hits.get())
     }
 
     fn l2_status(&self) -> Option<L2Status> {
