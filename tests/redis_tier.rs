@@ -138,25 +138,16 @@ fn large_body_round_trips(redis: &impl SharedRedis) {
     assert_eq!(origin.hits(), 1);
 }
 
-// ---- Sharing entries ----------------------------------------------------------------------------
-
-#[test]
-fn miss_on_one_proxy_is_a_hit_on_another() {
-    miss_on_a_is_a_hit_on_b(&RedisServer::start());
-}
-
 /// 100 concurrent requests on each of 3 proxies for one uncached, slow URL: one origin
 /// request in all (the fill lock lives in Redis), every client gets the body.
-#[test]
-fn concurrent_misses_on_three_proxies_are_one_origin_request() {
+fn concurrent_misses_on_three_proxies(redis: &impl SharedRedis) {
     const PER_PROXY: usize = 100;
-    let redis = RedisServer::start();
     let origin = Origin::start(|_| {
         Reply::ok("slow body")
             .header("cache-control", "max-age=60")
             .delay(Duration::from_millis(300))
     });
-    let all = proxies(3, &origin, &redis, &[]);
+    let all = proxies(3, &origin, redis, &[]);
 
     let barrier = Arc::new(Barrier::new(all.len() * PER_PROXY));
     let clients: Vec<_> = all
@@ -181,6 +172,18 @@ fn concurrent_misses_on_three_proxies_are_one_origin_request() {
         1,
         "one origin request for 300 clients"
     );
+}
+
+// ---- Sharing entries ----------------------------------------------------------------------------
+
+#[test]
+fn miss_on_one_proxy_is_a_hit_on_another() {
+    miss_on_a_is_a_hit_on_b(&RedisServer::start());
+}
+
+#[test]
+fn concurrent_misses_on_three_proxies_are_one_origin_request() {
+    concurrent_misses_on_three_proxies(&RedisServer::start());
 }
 
 #[test]
@@ -467,6 +470,11 @@ fn cluster_miss_on_one_proxy_is_a_hit_on_another() {
 #[test]
 fn cluster_purge_reaches_every_proxy_within_a_second() {
     purge_on_a_reaches_b_and_c(&RedisCluster::start());
+}
+
+#[test]
+fn cluster_concurrent_misses_on_three_proxies_are_one_origin_request() {
+    concurrent_misses_on_three_proxies(&RedisCluster::start());
 }
 
 #[test]
