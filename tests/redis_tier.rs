@@ -460,6 +460,44 @@ fn readiness_and_metrics_report_redis() {
     );
 }
 
+/// A "Redis" that answers every connection with bytes that are not RESP: the proxy serves
+/// every request from the origin, reports Redis down and counts the errors.
+#[test]
+fn redis_answering_garbage_is_treated_as_down() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0
+                        || conn
+                            .write_all(b"HTTP/1.1 400 Bad Request\r\n\x00\xff")
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let origin = Origin::cacheable();
+    let p = ProxyBuilder::new(&origin.url())
+        .redis(&url)
+        .args(NO_L1)
+        .start();
+    for i in 0..10 {
+        let r = get(&p.url(&format!("/g{i}")));
+        assert_eq!(r.status, 200, "request {i}");
+    }
+    assert_eq!(origin.hits(), 10);
+    let ready: Value = get(&p.admin_url("/health/ready")).json();
+    assert_eq!(ready["redis"], "down", "{ready}");
+    assert!(l2(&p)["errors"].as_u64().unwrap() > 0, "{}", l2(&p));
+}
+
 // ---- Redis Cluster ------------------------------------------------------------------------------
 
 #[test]

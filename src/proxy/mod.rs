@@ -73,6 +73,8 @@ pub struct Proxy {
     upstream: UpstreamConfig,
     cors: CorsConfig,
     security_headers: bool,
+    /// The cache has a shared tier, whose fill locks a fetch must end (see `logging`).
+    shared_tier: bool,
 }
 
 /// Per-request state carried across the phases.
@@ -116,6 +118,7 @@ impl RequestCtx {
 impl Proxy {
     pub fn new(config: &Config, cache: Arc<Cache>, probe: ProbeToken) -> Self {
         Proxy {
+            shared_tier: cache.backend.l2_status().is_some(),
             cache,
             auth: AdminAuth::new(config.admin.token.clone()),
             purge_enabled: config.cache.purge,
@@ -602,7 +605,7 @@ impl ProxyHttp for Proxy {
         if ctx.probe {
             return;
         }
-        if ctx.cache_enabled && ctx.upstream_started.is_some() {
+        if self.shared_tier && ctx.cache_enabled && ctx.upstream_started.is_some() {
             // A fetch that stored nothing ends the fill here, so other instances waiting
             // on it in a shared tier go on at once.
             let key = key::for_request(session.req_header(), false);
