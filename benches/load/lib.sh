@@ -2,7 +2,8 @@
 # (SC2034: the variables set here are read by run.sh and memory.sh.)
 #
 # Shared by run.sh and memory.sh (sourced, not run): packages, build, ports, the processes
-# a run starts and how they are stopped, readiness, RSS, wrk output.
+# a run starts (origin, caching-proxy, redis-server) and how they are stopped, readiness,
+# RSS, wrk output.
 #
 # Every server binds 127.0.0.1 only. Every process started here is recorded in PIDS and
 # stopped on exit (TERM, then KILL after 5 s), together with its descendants.
@@ -64,17 +65,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Installs what is missing: nginx-light (or nginx), varnish, wrk, taskset, curl, jq. The packages
-# may start their distribution services (port 80, 6081): those are stopped right away, the
-# benchmark runs its own instances.
+# Installs what is missing: nginx-light (or nginx), varnish, redis-server (with redis-cli),
+# wrk, taskset, curl, jq, python3 (benches/load/burst.py). The packages may start their
+# distribution services (port 80, 6081, 6379): those are stopped right away, the benchmark
+# runs its own instances.
 ensure_packages() {
     local missing=() installed_servers=()
     command -v nginx >/dev/null || missing+=(nginx)
     command -v varnishd >/dev/null || missing+=(varnish)
+    { command -v redis-server && command -v redis-cli; } >/dev/null || missing+=(redis-server)
     command -v wrk >/dev/null || missing+=(wrk)
     command -v taskset >/dev/null || missing+=(util-linux)
     command -v curl >/dev/null || missing+=(curl)
     command -v jq >/dev/null || missing+=(jq)
+    command -v python3 >/dev/null || missing+=(python3)
     ((${#missing[@]})) || return 0
     [[ $(id -u) == 0 ]] || die "missing ${missing[*]}: install them (apt-get install) or run as root"
     log "installing ${missing[*]}"
@@ -86,6 +90,7 @@ ensure_packages() {
             if apt-cache show nginx-light >/dev/null 2>&1; then missing[i]=nginx-light; fi
         fi
         [[ ${missing[$i]} == varnish ]] && installed_servers+=(varnish varnishncsa)
+        [[ ${missing[$i]} == redis-server ]] && installed_servers+=(redis-server)
     done
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
     for i in "${installed_servers[@]}"; do
@@ -143,16 +148,19 @@ start_origin() {
     wait_http "http://127.0.0.1:$ORIGIN_PORT/__stats" 10
 }
 
-# Starts caching-proxy in front of the origin: start_proxy [extra flags...]. Sets
-# PROXY_PORT, PROXY_ADMIN_PORT, PROXY_PID.
+# Starts caching-proxy in front of the origin: start_proxy NAME [extra flags...]. NAME keeps
+# each instance's log ($WORK/NAME.log), pid file and upgrade socket apart. Sets PROXY_PORT,
+# PROXY_ADMIN_PORT, PROXY_PID.
 start_proxy() {
+    local name=$1
+    shift
     read -r PROXY_PORT PROXY_ADMIN_PORT <<<"$(free_ports 2)"
-    spawn "$CPU_SERVER" "$WORK/proxy.log" "$PROXY_BIN" \
+    spawn "$CPU_SERVER" "$WORK/$name.log" "$PROXY_BIN" \
         --host 127.0.0.1 --port "$PROXY_PORT" \
         --admin-host 127.0.0.1 --admin-port "$PROXY_ADMIN_PORT" \
         --origin "http://127.0.0.1:$ORIGIN_PORT" \
         --threads 1 --log-level warn \
-        --pid-file "$WORK/caching-proxy.pid" --upgrade-sock "$WORK/caching-proxy.sock" \
+        --pid-file "$WORK/$name.pid" --upgrade-sock "$WORK/$name.sock" \
         "$@"
     PROXY_PID=$LAST_PID
     local i
@@ -160,10 +168,33 @@ start_proxy() {
         if curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$PROXY_ADMIN_PORT/health/ready"; then
             return 0
         fi
-        kill -0 "$PROXY_PID" 2>/dev/null || { cat "$WORK/proxy.log" >&2; die "caching-proxy exited"; }
+        kill -0 "$PROXY_PID" 2>/dev/null || { cat "$WORK/$name.log" >&2; die "caching-proxy $name exited"; }
         sleep 0.1
     done
-    die "caching-proxy not ready within 30s"
+    die "caching-proxy $name not ready within 30s"
+}
+
+# Starts redis-server for the Redis tier, on the client CPU as the origin (it is a backend of
+# the proxy, not the server under test): no persistence, 1 GiB with LRU eviction. Sets
+# REDIS_PORT, REDIS_PID.
+start_redis() {
+    REDIS_PORT=$(free_ports 1)
+    mkdir -p "$WORK/redis"
+    spawn "$CPU_CLIENT" "$WORK/redis.log" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+        --save "" --appendonly no --maxmemory 1gb --maxmemory-policy allkeys-lru \
+        --dir "$WORK/redis"
+    REDIS_PID=$LAST_PID
+    # Ready when it answers, and it is ours (not another server that took the port first).
+    local i
+    for ((i = 0; i < 100; i++)); do
+        if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" info server 2>/dev/null |
+            grep -q "^process_id:$REDIS_PID"$'\r'; then
+            return 0
+        fi
+        kill -0 "$REDIS_PID" 2>/dev/null || { cat "$WORK/redis.log" >&2; die "redis-server exited"; }
+        sleep 0.1
+    done
+    die "redis-server not ready within 10s"
 }
 
 # Resident set of a process and its descendants, in KiB (VmRSS, or VmHWM with $2=VmHWM).

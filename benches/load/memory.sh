@@ -37,7 +37,7 @@ main() {
     ensure_packages
     build
     start_origin
-    start_proxy --cache-max-bytes "${CACHE_MIB}MiB" --cache-size 2000000
+    start_proxy proxy --cache-max-bytes "${CACHE_MIB}MiB" --cache-size 2000000
     local baseline
     busy=$(cpu_busy)
     baseline=$(($(rss_kib "$PROXY_PID") * 1024))

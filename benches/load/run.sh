@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Whole-proxy load benchmark: caching-proxy, nginx (proxy_cache) and Varnish side by side in
-# front of one origin (examples/bench_origin.rs), on this machine, over loopback only.
+# front of one origin (examples/bench_origin.rs), on this machine, over loopback only; and
+# caching-proxy's Redis tier (rows for caching-proxy only: the others have no shared tier).
 #
-#   bash benches/load/run.sh                  # DURATION=10 s per row, about 4 minutes
+#   bash benches/load/run.sh                  # DURATION=10 s per row, about 5 minutes
 #   DURATION=3 WARMUP=1 bash benches/load/run.sh
 #
 # Each server runs pinned to CPU 0 (caching-proxy --threads 1, nginx with 1 worker, Varnish
-# with its defaults); wrk (1 thread) and the origin share CPU 1. Caches are warmed before the
-# HIT rows. Prints one Markdown table and writes it, with the machine and versions, to
-# benches/results/latest.md (RESULTS=FILE to write elsewhere). See benches/README.md.
+# with its defaults); wrk (1 thread), the origin and redis-server share CPU 1. Caches are
+# warmed before the HIT rows. Prints one Markdown table and writes it, with the machine and
+# versions, to benches/results/latest.md (RESULTS=FILE to write elsewhere). See
+# benches/README.md.
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -17,6 +19,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
 BURST=${BURST:-200}
+# The Host of every request of the 3-proxy row: the cache key includes it, so the three
+# proxies share an entry only when the requests name one host.
+SHARED_HOST=bench.test
 RESULTS=${RESULTS:-$ROOT/benches/results/latest.md}
 RUN_ID=$(date +%s)-$$
 
@@ -82,11 +87,55 @@ start_varnish() {
     wait_http "http://127.0.0.1:$VARNISH_PORT/__stats" 30
 }
 
+# The side-by-side servers, in every row unless a row names its own.
 SERVERS=(ours nginx varnish)
-declare -A NAME=([ours]=caching-proxy [nginx]=nginx [varnish]=Varnish)
-declare -A PORT PID R
+# caching-proxy on the Redis tier: L1 off (every hit from Redis), the default L1, and three
+# instances on one Redis (PORT, PID and ADMIN hold their three values, space-separated).
+declare -A NAME=([ours]=caching-proxy [nginx]=nginx [varnish]=Varnish
+    [l2]="caching-proxy, Redis, L1 off" [l1]="caching-proxy, Redis, L1 64 MiB"
+    [shared]="3 × caching-proxy, one Redis")
+declare -A PORT PID ADMIN R
 ROWS=()
-declare -A LABEL
+# A row's label, and the servers it ran against.
+declare -A LABEL ROW_SERVERS
+
+# RSS (KiB) and CPU time (ticks) of a server: the sum over its processes.
+server_rss() {
+    local p pids total=0
+    read -ra pids <<<"${PID[$1]}"
+    for p in "${pids[@]}"; do total=$((total + $(rss_kib "$p"))); done
+    echo "$total"
+}
+server_ticks() {
+    local p pids total=0
+    read -ra pids <<<"${PID[$1]}"
+    for p in "${pids[@]}"; do total=$((total + $(cpu_ticks "$p"))); done
+    echo "$total"
+}
+
+# The Redis tier's counters of a server, summed over its processes: "hits misses writes errors".
+l2_counters() {
+    local a admins sum=(0 0 0 0) i v
+    read -ra admins <<<"${ADMIN[$1]}"
+    for a in "${admins[@]}"; do
+        read -ra v < <(curl -s --max-time 5 "http://127.0.0.1:$a/cache/stats" |
+            jq -r '.tiers.l2 | "\(.hits) \(.misses) \(.writes) \(.errors)"')
+        for i in 0 1 2 3; do sum[i]=$((sum[i] + v[i])); done
+    done
+    echo "${sum[*]}"
+}
+
+# For a Redis server, what its L2 did during a row: l2_delta ROW SERVER BEFORE ("hits ...").
+l2_delta() {
+    local row=$1 s=$2 before after
+    read -ra before <<<"$3"
+    read -ra after <<<"$(l2_counters "$s")"
+    R[$row,$s,l2hits]=$((after[0] - before[0]))
+    R[$row,$s,l2misses]=$((after[1] - before[1]))
+    R[$row,$s,l2writes]=$((after[2] - before[2]))
+    R[$row,$s,l2errors]=$((after[3] - before[3]))
+    log "$row ${NAME[$s]}: Redis tier hits ${R[$row,$s,l2hits]}, misses ${R[$row,$s,l2misses]}, writes ${R[$row,$s,l2writes]}, errors ${R[$row,$s,l2errors]}"
+}
 
 # Stores one result: record ROW SERVER req_s p50 p99 mean max rss_kib fetches errors cpu%
 record() {
@@ -103,13 +152,17 @@ record() {
     log "$row ${NAME[$s]}: req/s $3, p50 $4 ms, p99 $5 ms, mean $6 ms, RSS $(($8 / 1024)) MiB, CPU ${11} %, origin fetches $9, errors ${10}"
 }
 
-# A wrk row against every server: wrk_row ROW LABEL PATH CONNECTIONS hit|miss
+# A wrk row: wrk_row ROW LABEL PATH CONNECTIONS hit|miss [SERVER...] (default: SERVERS)
 wrk_row() {
-    local row=$1 path=$3 conns=$4 mode=$5 s url before after
+    local row=$1 path=$3 conns=$4 mode=$5 s url before after l2before servers
     local rps p50 p99 mean max errors ticks t0 cpu
     ROWS+=("$row")
     LABEL[$row]=$2
-    for s in "${SERVERS[@]}"; do
+    shift 5
+    servers=("$@")
+    ((${#servers[@]})) || servers=("${SERVERS[@]}")
+    ROW_SERVERS[$row]="${servers[*]}"
+    for s in "${servers[@]}"; do
         url="http://127.0.0.1:${PORT[$s]}$path"
         local script=()
         if [[ $mode == miss ]]; then
@@ -125,22 +178,45 @@ wrk_row() {
         fi
         export WRK_PREFIX="/1k/miss-$RUN_ID-$s-"
         before=$(origin_count)
-        ticks=$(cpu_ticks "${PID[$s]}") t0=$(now_ns)
+        if [[ -n ${ADMIN[$s]:-} ]]; then l2before=$(l2_counters "$s"); fi
+        ticks=$(server_ticks "$s") t0=$(now_ns)
         run_wrk "$WORK/$row-$s.txt" "$conns" "$DURATION" "$url" "${script[@]}"
-        cpu=$(calc %.0f "100 * ($(cpu_ticks "${PID[$s]}") - $ticks) / $CLK_TCK / (($(now_ns) - $t0) / 1e9)")
+        cpu=$(calc %.0f "100 * ($(server_ticks "$s") - $ticks) / $CLK_TCK / (($(now_ns) - $t0) / 1e9)")
         after=$(origin_count)
         read -r rps p50 p99 mean max errors < <(parse_wrk "$WORK/$row-$s.txt")
-        record "$row" "$s" "$rps" "$p50" "$p99" "$mean" "$max" "$(rss_kib "${PID[$s]}")" \
+        R[$row,$s,requests]=$(awk '/requests in/ { print $1 }' "$WORK/$row-$s.txt")
+        record "$row" "$s" "$rps" "$p50" "$p99" "$mean" "$max" "$(server_rss "$s")" \
             $((after - before)) "$errors" "$cpu"
+        if [[ -n ${ADMIN[$s]:-} ]]; then l2_delta "$row" "$s" "$l2before"; fi
     done
 }
 
-# BURST requests at once for one uncached URL: burst_row ROW LABEL fresh|expired
+# Fires the burst at a server: bench_burst at its address, or, for several proxies, burst.py
+# spread over them with one Host (bench_burst sends its address as the Host, and the cache
+# key includes it). Prints bench_burst's JSON line.
+fire_burst() {
+    local s=$1 target=$2 ports p addrs=()
+    read -ra ports <<<"${PORT[$s]}"
+    if ((${#ports[@]} == 1)); then
+        taskset -c "$CPU_CLIENT" timeout 60 "$BURST_BIN" "127.0.0.1:${ports[0]}" "$target" "$BURST"
+    else
+        for p in "${ports[@]}"; do addrs+=("127.0.0.1:$p"); done
+        taskset -c "$CPU_CLIENT" timeout 60 \
+            python3 "$LOAD_DIR/burst.py" "$SHARED_HOST" "$target" "$BURST" "${addrs[@]}"
+    fi
+}
+
+# BURST requests at once for one uncached URL:
+# burst_row ROW LABEL fresh|expired [SERVER...] (default: SERVERS)
 burst_row() {
-    local row=$1 mode=$3 s target before after json
+    local row=$1 mode=$3 s target before after json l2before servers
     ROWS+=("$row")
     LABEL[$row]=$2
-    for s in "${SERVERS[@]}"; do
+    shift 3
+    servers=("$@")
+    ((${#servers[@]})) || servers=("${SERVERS[@]}")
+    ROW_SERVERS[$row]="${servers[*]}"
+    for s in "${servers[@]}"; do
         if [[ $mode == fresh ]]; then
             target="/slow?key=$RUN_ID-$s"
         else
@@ -150,14 +226,16 @@ burst_row() {
             sleep 2.5
         fi
         before=$(origin_count "$target")
-        json=$(taskset -c "$CPU_CLIENT" timeout 60 "$BURST_BIN" "127.0.0.1:${PORT[$s]}" "$target" "$BURST")
+        if [[ -n ${ADMIN[$s]:-} ]]; then l2before=$(l2_counters "$s"); fi
+        json=$(fire_burst "$s" "$target")
         after=$(origin_count "$target")
         log "$row ${NAME[$s]}: $json"
         record "$row" "$s" "-" \
             "$(jq -r .p50_ms <<<"$json")" "$(jq -r .p99_ms <<<"$json")" \
             "$(jq -r .mean_ms <<<"$json")" "$(jq -r .max_ms <<<"$json")" \
-            "$(rss_kib "${PID[$s]}")" $((after - before)) \
+            "$(server_rss "$s")" $((after - before)) \
             "$(jq -r '.requests - .ok' <<<"$json")" -
+        if [[ -n ${ADMIN[$s]:-} ]]; then l2_delta "$row" "$s" "$l2before"; fi
     done
 }
 
@@ -166,27 +244,52 @@ version() { { "$@" 2>&1 || true; } | grep -o '[0-9][0-9.]*[0-9]' | sed -n 1p || 
 
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 
+# caching-proxy's settings in every row: the Redis rows differ only by the backend flags.
+PROXY_FLAGS=(--cache-max-bytes 1GiB --cache-size 2000000)
+# The memory row each Redis row compares with.
+declare -A MEMORY_ROW=([l2hit1k]=hit1k64 [l2hit256k]=hit256k64 [l1hit1k]=hit1k64 [shared]=coalesce)
+
+# The caching-proxy instances on the Redis tier (needs start_redis): L1 off, the default L1,
+# and three with the default L1 for the shared row.
+start_redis_proxies() {
+    local redis=(--cache-backend redis --redis-url "redis://127.0.0.1:$REDIS_PORT") i
+    start_proxy l2 "${PROXY_FLAGS[@]}" "${redis[@]}" --redis-l1-max-bytes 0
+    PORT[l2]=$PROXY_PORT PID[l2]=$PROXY_PID ADMIN[l2]=$PROXY_ADMIN_PORT
+    start_proxy l1 "${PROXY_FLAGS[@]}" "${redis[@]}"
+    PORT[l1]=$PROXY_PORT PID[l1]=$PROXY_PID ADMIN[l1]=$PROXY_ADMIN_PORT
+    for i in 1 2 3; do
+        start_proxy "shared$i" "${PROXY_FLAGS[@]}" "${redis[@]}"
+        PORT[shared]+="${PORT[shared]:+ }$PROXY_PORT"
+        PID[shared]+="${PID[shared]:+ }$PROXY_PID"
+        ADMIN[shared]+="${ADMIN[shared]:+ }$PROXY_ADMIN_PORT"
+    done
+}
+
 report() {
-    local row s rps cpu versions
+    local row s rps cpu versions servers
     cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p')
-    versions="nginx $(version nginx -v), Varnish $(version varnishd -V), wrk $(version wrk -v)"
+    versions="nginx $(version nginx -v), Varnish $(version varnishd -V), Redis $(version redis-server --version), wrk $(version wrk -v)"
     echo "# caching-proxy load benchmark: results"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- machine: $cpu, $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
     echo "- versions: caching-proxy $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (working tree), $versions"
-    echo "- setup: servers pinned to CPU $CPU_SERVER (caching-proxy --threads 1, nginx 1 worker, Varnish defaults with -s malloc,1G); wrk -t1 and the origin pinned to CPU $CPU_CLIENT; ${DURATION} s per row after ${WARMUP} s of warm-up; coalescing rows: $BURST requests at once"
+    echo "- setup: servers pinned to CPU $CPU_SERVER (caching-proxy --threads 1, nginx 1 worker, Varnish defaults with -s malloc,1G); wrk -t1 and the origin pinned to CPU $CPU_CLIENT; ${DURATION} s per row after ${WARMUP} s of warm-up; coalescing rows: $BURST requests at once; Redis rows: redis-server (no persistence, maxmemory 1gb, allkeys-lru) pinned to CPU $CPU_CLIENT"
     echo "- other work on the machine: CPUs $BUSY_BEFORE% busy in the second before the first row, $(cpu_busy)% after the last (servers idle); much above 0 means the rows are noisy"
     echo
     echo "| row | server | req/s | p50 ms | p99 ms | mean ms | max ms | RSS MiB | CPU % | origin fetches | ours/nginx | ours/Varnish |"
     echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     for row in "${ROWS[@]}"; do
-        for s in "${SERVERS[@]}"; do
+        read -ra servers <<<"${ROW_SERVERS[$row]}"
+        for s in "${servers[@]}"; do
             local ratio_n="" ratio_v="" note=""
             rps=${R[$row,$s,rps]}
             if [[ $s == ours && $rps != - ]]; then
                 ratio_n=$(calc "%.2f×" "$rps / ${R[$row,nginx,rps]}")
                 ratio_v=$(calc "%.2f×" "$rps / ${R[$row,varnish,rps]}")
+            elif [[ -n ${ADMIN[$s]:-} ]]; then
+                # A Redis row: nginx and Varnish have no shared tier to compare with.
+                ratio_n=n/a ratio_v=n/a
             fi
             if ((${R[$row,$s,errors]} > 0)); then note=" (${R[$row,$s,errors]} errors)"; fi
             local cpu_cell=${R[$row,$s,cpu]}
@@ -209,6 +312,11 @@ report() {
     echo "after the row; nginx's leaves out its cache on tmpfs ($NGINX_SHM_MIB MiB after the MISS row)."
     echo "Coalescing rows: latency of each of the $BURST requests from its own write to the last byte"
     echo "of its answer (p50/p99/mean/max over the $BURST)."
+    echo "Redis rows (caching-proxy only, n/a: nginx and Varnish have no shared tier): L2 HIT is"
+    echo "--cache-backend redis --redis-l1-max-bytes 0, every hit read from Redis; L1 on is the"
+    echo "same backend with its default 64 MiB in-process tier. The 3-proxy row sends its $BURST"
+    echo "requests round-robin to three caching-proxy instances (all on CPU $CPU_SERVER) on one Redis,"
+    echo "all with Host: $SHARED_HOST (benches/load/burst.py); RSS and CPU are the three summed."
     echo
     echo "## Targets"
     echo
@@ -222,9 +330,18 @@ noisy() {
     [[ $cpu != - ]] && ((cpu < MIN_CPU))
 }
 
-# A warning for the targets when caching-proxy's or nginx's figures for a row are noisy.
+# A warning for the targets when a row's figures are noisy: noise_note ROW [SERVER...]
+# (default: caching-proxy and nginx).
 noise_note() {
-    if noisy "$1" ours || noisy "$1" nginx; then echo " ⚠ noisy row: rerun"; fi
+    local row=$1 s
+    shift
+    (($#)) || set -- ours nginx
+    for s in "$@"; do
+        if noisy "$row" "$s"; then
+            echo " ⚠ noisy row: rerun"
+            return
+        fi
+    done
 }
 
 # met CONDITION: "met" or "NOT met" for an awk condition.
@@ -244,6 +361,24 @@ targets() {
         echo "- ${LABEL[$row]}: 1 origin fetch, mean within 20 ms of 50 ms: $(met "${R[$row,ours,fetches]} == 1 && $o <= 70") (caching-proxy ${R[$row,ours,fetches]} origin fetch(es), mean $o ms; nginx ${R[$row,nginx,fetches]}, mean ${R[$row,nginx,mean]} ms; Varnish ${R[$row,varnish,fetches]}, mean ${R[$row,varnish,mean]} ms)"
     done
     echo "- Memory (peak RSS ≤ cache size + 32 MiB): measured by benches/load/memory.sh, see benches/results/memory.md"
+    redis_targets
+}
+
+# The Redis tier's targets (from the issue): an L2 hit within 2x the memory hit's latency at
+# p50; with L1 on, the memory figures unchanged (here: req/s at least 95% and p50 at most
+# 105% of the memory backend's, about the noise between two runs). And the 3-proxy burst
+# should reach the origin once.
+redis_targets() {
+    local row mem o m
+    for row in l2hit1k l2hit256k; do
+        mem=${MEMORY_ROW[$row]} o=${R[$row,l2,p50]} m=${R[$mem,ours,p50]}
+        echo "- ${LABEL[$row]}: p50 within 2× the memory HIT's: $(met "$o <= 2 * $m") ($o vs $m ms = $(calc %.2f× "$o / $m"); req/s ${R[$row,l2,rps]} vs ${R[$mem,ours,rps]} = $(calc %.2f× "${R[$row,l2,rps]} / ${R[$mem,ours,rps]}"); p99 ${R[$row,l2,p99]} vs ${R[$mem,ours,p99]} ms; Redis hits ${R[$row,l2,l2hits]} of ${R[$row,l2,requests]} requests, ${R[$row,l2,l2errors]} Redis errors)"
+    done
+    row=l1hit1k mem=${MEMORY_ROW[l1hit1k]}
+    o=${R[$row,l1,rps]} m=${R[$mem,ours,rps]}
+    echo "- ${LABEL[$row]}: the memory backend's figures unchanged (req/s ≥ 95%, p50 ≤ 105% of theirs): $(met "$o >= 0.95 * $m && ${R[$row,l1,p50]} <= 1.05 * ${R[$mem,ours,p50]}") ($o vs $m req/s = $(calc %.2f× "$o / $m"); p50 ${R[$row,l1,p50]} vs ${R[$mem,ours,p50]} ms, p99 ${R[$row,l1,p99]} vs ${R[$mem,ours,p99]} ms; Redis hits during the row ${R[$row,l1,l2hits]})$({ noise_note "$row" l1; noise_note "$mem" ours; } | sed -n 1p)"
+    row=shared mem=${MEMORY_ROW[shared]}
+    echo "- ${LABEL[$row]}: 1 origin fetch: $(met "${R[$row,shared,fetches]} == 1") (${R[$row,shared,fetches]} origin fetch(es), mean ${R[$row,shared,mean]} ms, p99 ${R[$row,shared,p99]} ms; one caching-proxy, memory backend: ${R[$mem,ours,fetches]}, mean ${R[$mem,ours,mean]} ms, p99 ${R[$mem,ours,p99]} ms)"
 }
 
 main() {
@@ -253,21 +388,30 @@ main() {
     local t1=$SECONDS
     SHM_DIR=$(mktemp -d /dev/shm/caching-proxy-bench.XXXXXX 2>/dev/null || mktemp -d "$WORK/shm.XXXXXX")
     start_origin
-    start_proxy --cache-max-bytes 1GiB --cache-size 2000000
+    start_proxy proxy "${PROXY_FLAGS[@]}"
+    PORT[ours]=$PROXY_PORT PID[ours]=$PROXY_PID
+    local ours_admin=$PROXY_ADMIN_PORT
     start_nginx
     start_varnish
-    PORT=([ours]=$PROXY_PORT [nginx]=$NGINX_PORT [varnish]=$VARNISH_PORT)
-    PID=([ours]=$PROXY_PID [nginx]=$NGINX_PID [varnish]=$VARNISH_PID)
+    PORT[nginx]=$NGINX_PORT PID[nginx]=$NGINX_PID
+    PORT[varnish]=$VARNISH_PORT PID[varnish]=$VARNISH_PID
+    start_redis
+    start_redis_proxies
     BUSY_BEFORE=$(cpu_busy)
-    log "origin :$ORIGIN_PORT, caching-proxy :$PROXY_PORT (admin :$PROXY_ADMIN_PORT), nginx :$NGINX_PORT, Varnish :$VARNISH_PORT; work dir $WORK"
+    log "origin :$ORIGIN_PORT, caching-proxy :${PORT[ours]} (admin :$ours_admin), nginx :$NGINX_PORT, Varnish :$VARNISH_PORT, redis-server :$REDIS_PORT, caching-proxy on Redis: L1 off :${PORT[l2]}, L1 on :${PORT[l1]}, three :${PORT[shared]}; work dir $WORK"
 
+    # Each Redis row right after the memory row it compares with.
     wrk_row hit1k64 "HIT 1 KiB, 64 conns" /1k 64 hit
+    wrk_row l2hit1k "L2 HIT 1 KiB, 64 conns" /1k 64 hit l2
+    wrk_row l1hit1k "Redis backend, L1 on, HIT 1 KiB, 64 conns" /1k 64 hit l1
     wrk_row hit16k64 "HIT 16 KiB, 64 conns" /16k 64 hit
     wrk_row hit256k64 "HIT 256 KiB, 64 conns" /256k 64 hit
+    wrk_row l2hit256k "L2 HIT 256 KiB, 64 conns" /256k 64 hit l2
     wrk_row hit1k256 "HIT 1 KiB, 256 conns" /1k 256 hit
     wrk_row miss64 "MISS 1 KiB (unique URLs), 64 conns" /1k 64 miss
     NGINX_SHM_MIB=$(du -sm "$SHM_DIR/nginx-cache" | cut -f1)
     burst_row coalesce "Coalescing: $BURST at once, uncached /slow (50 ms)" fresh
+    burst_row shared "3-proxy shared MISS: $BURST at once over 3 proxies, uncached /slow (50 ms)" fresh shared
     burst_row coalesce_expired "Coalescing: $BURST at once, just-expired /slow-expiring (50 ms)" expired
 
     mkdir -p "$(dirname "$RESULTS")"
