@@ -84,6 +84,18 @@ impl ProxyBuilder {
         self
     }
 
+    /// With the Redis tier and no `--redis-timeout` of the test's own, a timeout that holds
+    /// on a loaded CI machine: the 50 ms default is meant for a quiet LAN, and a call that
+    /// times out is (rightly) a skipped write, which would make the tests flaky.
+    fn redis_timeout(&self) -> &'static [&'static str] {
+        let has = |flag: &str| self.args.iter().any(|a| a == flag);
+        if has("--redis-url") && !has("--redis-timeout") {
+            &["--redis-timeout", "500ms"]
+        } else {
+            &[]
+        }
+    }
+
     /// Uses a standalone Redis as the shared cache tier (`--cache-backend redis`).
     pub fn redis(self, url: &str) -> Self {
         self.args(&["--cache-backend", "redis", "--redis-url", url])
@@ -169,6 +181,7 @@ impl ProxyBuilder {
                 "1s",
             ])
             .args(&self.args)
+            .args(self.redis_timeout())
             .stdout(Stdio::null())
             .stderr(log);
         if self.upgrade {
