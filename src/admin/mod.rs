@@ -201,7 +201,7 @@ impl AdminApp {
             .map(|g| {
                 json!({
                     "name": g.name,
-                    "selection": format!("{:?}", g.config().selection).to_lowercase(),
+                    "selection": g.config().selection.as_str(),
                     "tls": g.tls,
                     "retries": g.retries,
                     "health_check": g.has_health_check(),

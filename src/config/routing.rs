@@ -69,6 +69,18 @@ pub enum Selection {
     Consistent,
 }
 
+impl Selection {
+    /// The name in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selection::RoundRobin => "round_robin",
+            Selection::Random => "random",
+            Selection::Hash => "hash",
+            Selection::Consistent => "consistent",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthCheckKind {
     Http { path: String, host: String },
