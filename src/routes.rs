@@ -101,12 +101,15 @@ impl Router {
             }
             for host in &config.hosts {
                 match host {
-                    HostPattern::Exact(h) => {
-                        router.exact.entry(h.clone()).or_default().push(route.clone())
-                    }
-                    HostPattern::Wildcard(suffix) => {
-                        wildcard.entry(suffix.clone()).or_default().push(route.clone())
-                    }
+                    HostPattern::Exact(h) => router
+                        .exact
+                        .entry(h.clone())
+                        .or_default()
+                        .push(route.clone()),
+                    HostPattern::Wildcard(suffix) => wildcard
+                        .entry(suffix.clone())
+                        .or_default()
+                        .push(route.clone()),
                 }
             }
         }
@@ -165,7 +168,9 @@ impl Router {
 fn normalise(host: &str) -> String {
     let host = host.trim();
     let without_port = if host.starts_with('[') {
-        host.split_once(']').map_or(host, |(h, _)| h).trim_start_matches('[')
+        host.split_once(']')
+            .map_or(host, |(h, _)| h)
+            .trim_start_matches('[')
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
@@ -227,10 +232,20 @@ mod tests {
         let r = Router::new(&routing, &upstreams);
         let name = |h, p| r.route(h, p).map(|r| r.name.clone());
         assert_eq!(name("www.example.com", "/x").as_deref(), Some("www"));
-        assert_eq!(name("WWW.example.com:8080", "/static/a").as_deref(), Some("www-static"));
-        assert_eq!(name("img.example.com", "/static/a").as_deref(), Some("wild"));
+        assert_eq!(
+            name("WWW.example.com:8080", "/static/a").as_deref(),
+            Some("www-static")
+        );
+        assert_eq!(
+            name("img.example.com", "/static/a").as_deref(),
+            Some("wild")
+        );
         assert_eq!(name("example.org", "/").as_deref(), Some("any"));
-        assert_eq!(name("example.com", "/").as_deref(), Some("any"), "no bare-domain wildcard");
+        assert_eq!(
+            name("example.com", "/").as_deref(),
+            Some("any"),
+            "no bare-domain wildcard"
+        );
     }
 
     #[test]

@@ -33,11 +33,11 @@ use serde_json::{json, Value};
 use crate::auth::AdminAuth;
 use crate::cache::{key, Cache};
 use crate::config::AdminConfig;
-use crate::routes::Router;
-use crate::upstream::Upstreams;
 use crate::error::{json_body, ErrorKind};
 use crate::headers::{self, SECURITY_HEADERS, X_REQUEST_ID};
 use crate::metrics::{self, METRICS};
+use crate::routes::Router;
+use crate::upstream::Upstreams;
 pub use health::{ProbeToken, Readiness, ReadinessService, PROBE_HEADER};
 pub use listener::AdminListener;
 
@@ -136,8 +136,8 @@ impl AdminApp {
             ("/cache/purge", &Method::POST) => {
                 self.authorize(session).map_err(rejection)?;
                 let url = read_purge_url(session).await?;
-                let (tls, host, path_and_query) =
-                    key::url_parts(&url).map_err(|e| (ErrorKind::BadRequest, format!("url: {e}")))?;
+                let (tls, host, path_and_query) = key::url_parts(&url)
+                    .map_err(|e| (ErrorKind::BadRequest, format!("url: {e}")))?;
                 // As the proxy keys it: its route may leave query parameters out.
                 let key = if tls {
                     key::for_parts(true, &host, &path_and_query)

@@ -125,11 +125,19 @@ mod tests {
     #[test]
     fn ignored_query_parameters_leave_the_key() {
         let ignore = ["utm_source".to_string(), "fbclid".to_string()];
-        let k = |pq| for_parts_ignoring(false, "h", pq, &ignore).primary_key_str().unwrap().to_owned();
+        let k = |pq| {
+            for_parts_ignoring(false, "h", pq, &ignore)
+                .primary_key_str()
+                .unwrap()
+                .to_owned()
+        };
         assert_eq!(k("/p?utm_source=x&a=1&fbclid=2"), k("/p?a=1"));
         assert_eq!(k("/p?utm_source=x"), k("/p"));
         assert_ne!(k("/p?a=1"), k("/p?a=2"));
-        assert_eq!(k("/p?a=1"), for_parts(false, "h", "/p?a=1").primary_key_str().unwrap());
+        assert_eq!(
+            k("/p?a=1"),
+            for_parts(false, "h", "/p?a=1").primary_key_str().unwrap()
+        );
     }
     use pingora_cache::key::CacheHashKey;
 

@@ -240,7 +240,10 @@ impl Ctx<'_> {
         units::parse_duration(&text.0).ok_or_else(|| {
             self.err(
                 key,
-                format!("{:?} is not a duration (examples: 0, 500ms, 2s, 1h)", text.0),
+                format!(
+                    "{:?} is not a duration (examples: 0, 500ms, 2s, 1h)",
+                    text.0
+                ),
             )
         })
     }
@@ -329,7 +332,11 @@ pub fn resolve(
             request_headers: HeaderRules::default(),
             response_headers: HeaderRules::default(),
         };
-        if routing.routes.iter().any(|r| r.hosts.is_empty() && r.path_prefix == "/") {
+        if routing
+            .routes
+            .iter()
+            .any(|r| r.hosts.is_empty() && r.path_prefix == "/")
+        {
             // A configured catch-all already takes everything; --origin is then only
             // reachable as an upstream.
         } else {
@@ -418,7 +425,10 @@ fn upstream(
         servers,
         selection,
         tls: raw.tls.unwrap_or(false),
-        sni: raw.sni.map(|t| t.0.trim().to_owned()).filter(|s| !s.is_empty()),
+        sni: raw
+            .sni
+            .map(|t| t.0.trim().to_owned())
+            .filter(|s| !s.is_empty()),
         health_check,
         resolve_interval,
         retries: raw.retries.unwrap_or(0) as usize,
@@ -603,8 +613,7 @@ fn host_pattern(text: &str) -> Result<HostPattern, String> {
     let h = text.trim().to_ascii_lowercase();
     let valid = |s: &str| {
         !s.is_empty()
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']'))
     };
     if let Some(rest) = h.strip_prefix("*.") {
@@ -639,7 +648,9 @@ fn header_rules(
         rules.set.push((name(&k, &n)?, value));
     }
     for (i, n) in raw.remove.unwrap_or_default().iter().enumerate() {
-        rules.remove.push(name(&format!("{key}.remove[{i}]"), &n.0)?);
+        rules
+            .remove
+            .push(name(&format!("{key}.remove[{i}]"), &n.0)?);
     }
     Ok(rules)
 }

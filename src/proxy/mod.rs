@@ -64,6 +64,7 @@ use crate::headers::{self, SECURITY_HEADERS, X_CACHE, X_REQUEST_ID};
 use crate::logging::{self, AccessRecord};
 use crate::metrics::{status_class, METRICS};
 use crate::routes::{self, Route, Router};
+use crate::upstream;
 use cors::CorsDecision;
 
 /// Idle upstream connections are kept this long for reuse.
@@ -521,7 +522,7 @@ impl ProxyHttp for Proxy {
         let sni = group
             .sni
             .clone()
-            .or_else(|| group.host_of(&addr))
+            .or_else(|| upstream::server_name(&server).map(str::to_owned))
             .unwrap_or_else(|| addr.ip().to_string());
         ctx.server = Some(server);
         let mut peer = HttpPeer::new(addr, group.tls, sni);
@@ -771,7 +772,12 @@ impl ProxyHttp for Proxy {
         let route = ctx.route.as_ref().map_or("none", |r| r.name.as_str());
         METRICS
             .requests
-            .with_label_values(&[method_label(&req.method), status_class(status), cache, route])
+            .with_label_values(&[
+                method_label(&req.method),
+                status_class(status),
+                cache,
+                route,
+            ])
             .inc();
         METRICS
             .request_duration

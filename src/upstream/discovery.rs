@@ -38,6 +38,10 @@ impl Resolver for SystemResolver {
     }
 }
 
+/// The configured name of a server, carried on each of its addresses (for SNI and reports).
+#[derive(Debug, Clone)]
+pub struct ServerName(pub String);
+
 pub struct DnsDiscovery {
     group: String,
     servers: Vec<ServerConfig>,
@@ -63,10 +67,12 @@ impl DnsDiscovery {
         let mut set = BTreeSet::new();
         for (server, addrs) in self.servers.iter().zip(last.iter()) {
             for addr in addrs {
+                let mut ext = pingora::lb::Extensions::new();
+                ext.insert(ServerName(server.host.clone()));
                 set.insert(Backend {
                     addr: PingoraAddr::Inet(*addr),
                     weight: server.weight,
-                    ext: Default::default(),
+                    ext,
                 });
             }
         }
@@ -155,6 +161,10 @@ mod tests {
 
         table.0.lock().clear();
         let (kept, _) = d.discover().await.unwrap();
-        assert_eq!(addrs(&kept), ["10.0.0.2:80"], "a failed lookup keeps the last");
+        assert_eq!(
+            addrs(&kept),
+            ["10.0.0.2:80"],
+            "a failed lookup keeps the last"
+        );
     }
 }

@@ -63,8 +63,8 @@ impl RecordedCheck {
                 }
                 http.consecutive_success = config.healthy_after;
                 http.consecutive_failure = config.unhealthy_after;
-                let mut req = RequestHeader::build("GET", path.as_bytes(), None)
-                    .expect("a validated path");
+                let mut req =
+                    RequestHeader::build("GET", path.as_bytes(), None).expect("a validated path");
                 req.append_header("Host", host.as_str())
                     .expect("a validated host");
                 req.append_header("User-Agent", "caching-proxy health check")

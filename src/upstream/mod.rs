@@ -10,19 +10,19 @@
 pub mod discovery;
 pub mod health;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use pingora::lb::selection::{BackendIter, BackendSelection, Consistent, FNVHash, Random, RoundRobin};
+use pingora::lb::selection::{
+    BackendIter, BackendSelection, Consistent, FNVHash, Random, RoundRobin,
+};
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora_core::services::background::background_service;
 use pingora_core::services::ServiceWithDependents;
 
 use crate::config::routing::{Routing, Selection, UpstreamGroupConfig};
 use crate::metrics::METRICS;
-use discovery::{DnsDiscovery, Resolver, SystemResolver};
+use discovery::{DnsDiscovery, Resolver, ServerName, SystemResolver};
 use health::{CheckResults, RecordedCheck};
 
 /// Servers looked at per selection; bounds Ketama's linear walk.
@@ -66,8 +66,6 @@ pub struct UpstreamGroup {
     /// `--origin`'s group, whose Host header follows `upstream.preserve_host`.
     pub from_origin_flag: bool,
     balancer: Balancer,
-    /// Configured host name of each address, for SNI and reports.
-    names: parking_lot::RwLock<HashMap<SocketAddr, String>>,
     checks: Option<Arc<CheckResults>>,
     config: UpstreamGroupConfig,
 }
@@ -127,7 +125,10 @@ impl UpstreamGroup {
         macro_rules! service {
             ($variant:ident) => {{
                 let svc = background_service(&name, build(config, resolver, check));
-                (Balancer::$variant(svc.task()), Box::new(svc) as Box<dyn ServiceWithDependents>)
+                (
+                    Balancer::$variant(svc.task()),
+                    Box::new(svc) as Box<dyn ServiceWithDependents>,
+                )
             }};
         }
         let (balancer, service) = match config.selection {
@@ -136,11 +137,6 @@ impl UpstreamGroup {
             Selection::Hash => service!(Hash),
             Selection::Consistent => service!(Consistent),
         };
-        let names = config
-            .servers
-            .iter()
-            .flat_map(|s| s.addrs.iter().map(|a| (*a, s.host.clone())))
-            .collect();
         for s in &config.servers {
             for a in &s.addrs {
                 METRICS
@@ -156,7 +152,6 @@ impl UpstreamGroup {
             retries: config.retries,
             from_origin_flag: config.from_origin_flag,
             balancer,
-            names: parking_lot::RwLock::new(names),
             checks,
             config: config.clone(),
         };
@@ -173,32 +168,22 @@ impl UpstreamGroup {
             .or_else(|| self.balancer.select_with(key, |b, _| fresh(b)))
     }
 
-    /// The host name a server was configured with (for SNI), if known.
-    pub fn host_of(&self, addr: &SocketAddr) -> Option<String> {
-        self.names.read().get(addr).cloned()
-    }
-
     pub fn servers(&self) -> Vec<ServerStatus> {
         let backends = self.balancer.backends();
-        let names = self.names.read();
         backends
             .get_backend()
             .iter()
             .map(|b| {
                 let addr = b.addr.to_string();
                 let check = self.checks.as_ref().and_then(|c| c.get(&addr));
-                let host = b
-                    .addr
-                    .as_inet()
-                    .and_then(|a| names.get(a).cloned())
-                    .unwrap_or_default();
+                let host = server_name(b).unwrap_or_default().to_owned();
                 ServerStatus {
                     host,
                     weight: b.weight,
                     healthy: backends.ready(b),
-                    last_check: check.as_ref().map(|c| {
-                        chrono::DateTime::<chrono::Utc>::from(c.at).to_rfc3339()
-                    }),
+                    last_check: check
+                        .as_ref()
+                        .map(|c| chrono::DateTime::<chrono::Utc>::from(c.at).to_rfc3339()),
                     last_check_ok: check.as_ref().map(|c| c.ok),
                     last_check_error: check.and_then(|c| c.error),
                     server: addr,
@@ -215,6 +200,11 @@ impl UpstreamGroup {
     pub fn has_health_check(&self) -> bool {
         self.checks.is_some()
     }
+}
+
+/// The host name a server was configured with (for SNI), if known.
+pub fn server_name(server: &Backend) -> Option<&str> {
+    server.ext.get::<ServerName>().map(|n| n.0.as_str())
 }
 
 /// Every group, by name.
