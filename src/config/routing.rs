@@ -654,3 +654,105 @@ fn header_rules(
     }
     Ok(rules)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Routing, ConfigError> {
+        let sections = match serde_yaml::from_str::<serde_yaml::Value>(yaml).unwrap() {
+            serde_yaml::Value::Mapping(m) => m
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    let k = k.as_str()?.to_owned();
+                    let name = crate::config::sources::SECTIONS.iter().find(|s| **s == k)?;
+                    Some((*name, v))
+                })
+                .collect(),
+            _ => Default::default(),
+        };
+        resolve(&sections, Some(Path::new("t.yaml")), None)
+    }
+
+    const OK: &str = "upstreams:\n  app:\n    servers: [\"127.0.0.1:81\", \"localhost:82 weight=3\"]\n    selection: consistent\n    retries: 2\n    health_check: {type: tcp, interval: 1s}\nroutes:\n  - hosts: [\"WWW.Example.com\", \"*.example.com\"]\n    path_prefix: /s/\n    upstream: app\n    cache: {default_ttl: 1h, key_ignore_query: [utm_source]}\n    request_headers: {set: {X-Edge: \"1\"}, remove: [X-Debug]}\n";
+
+    #[test]
+    fn a_full_section_resolves() {
+        let r = load(OK).unwrap();
+        let app = &r.upstreams[0];
+        assert_eq!(
+            (app.name.as_str(), app.selection, app.retries),
+            ("app", Selection::Consistent, 2)
+        );
+        assert_eq!(app.servers[1].weight, 3);
+        assert!(
+            app.servers[1].addrs.iter().any(|a| a.is_ipv4()),
+            "localhost resolved"
+        );
+        assert_eq!(
+            app.health_check.as_ref().unwrap().kind,
+            HealthCheckKind::Tcp
+        );
+        let route = &r.routes[0];
+        assert_eq!(route.name, "0");
+        assert_eq!(
+            route.hosts,
+            [
+                HostPattern::Exact("www.example.com".into()),
+                HostPattern::Wildcard(".example.com".into())
+            ]
+        );
+        assert_eq!(route.cache.default_ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(route.request_headers.set.len(), 1);
+        assert_eq!(route.request_headers.remove.len(), 1);
+    }
+
+    #[test]
+    fn each_mistake_names_its_key() {
+        let up = |body: &str| format!("upstreams:\n  app:\n{body}\nroutes:\n  - upstream: app\n");
+        let cases = [
+            (
+                "upstreams:\n  app:\n    servers: [\"127.0.0.1:81\"]\nroutes:\n  - upstream: nope\n".to_string(),
+                "routes[0].upstream: \"nope\" is not a defined upstream",
+            ),
+            (up("    servers: []"), "upstreams.app.servers: must list at least one server"),
+            (up("    servers: [\"127.0.0.1:81 weight=0\"]"), "upstreams.app.servers[0]: \"127.0.0.1:81 weight=0\": weight \"0\""),
+            (up("    servers: [\"127.0.0.1\"]"), "upstreams.app.servers[0]: \"127.0.0.1\" has no port"),
+            (up("    servers: [\"no-such-host.invalid:80\"]"), "upstreams.app.servers[0]: \"no-such-host.invalid:80\" does not resolve"),
+            (up("    servers: [\"127.0.0.1:81\"]\n    selection: fastest"), "upstreams.app.selection: \"fastest\" is not a selection"),
+            (up("    servers: [\"127.0.0.1:81\"]\n    health_check: {interval: 0}"), "upstreams.app.health_check.interval: must be greater than 0"),
+            (up("    servers: [\"127.0.0.1:81\"]\n    colour: red"), "upstreams.app: unknown field `colour`"),
+            (
+                "upstreams:\n  app:\n    servers: [\"127.0.0.1:81\"]\nroutes:\n  - {upstream: app, path_prefix: /a}\n  - {upstream: app, path_prefix: /a}\n".to_string(),
+                "routes[1]: has the same hosts and path_prefix as an earlier route",
+            ),
+            (
+                "upstreams:\n  app:\n    servers: [\"127.0.0.1:81\"]\nroutes:\n  - {upstream: app, hosts: [\"a.*.com\"]}\n".to_string(),
+                "routes[0].hosts[0]: \"a.*.com\" is not a host name",
+            ),
+        ];
+        for (yaml, expected) in cases {
+            let err = load(&yaml).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{yaml}\n  got: {err}");
+            assert!(err.ends_with("(from file t.yaml)"), "{err}");
+        }
+    }
+
+    #[test]
+    fn origin_flag_adds_a_group_and_a_catch_all_after_the_routes() {
+        let origin = Origin {
+            tls: false,
+            host: "127.0.0.1".into(),
+            authority: "127.0.0.1:9000".into(),
+            addr: "127.0.0.1:9000".parse().unwrap(),
+        };
+        let r = resolve(&Default::default(), None, Some(&origin)).unwrap();
+        assert_eq!(r.upstreams[0].name, ORIGIN_UPSTREAM);
+        assert!(r.upstreams[0].from_origin_flag);
+        assert_eq!((r.routes.len(), r.routes[0].path_prefix.as_str()), (1, "/"));
+        let err = resolve(&Default::default(), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstream.origin is required"), "{err}");
+    }
+}
