@@ -26,6 +26,8 @@ pub enum ErrorKind {
     OriginTimeout,
     /// The request said `only-if-cached` and no usable response is stored.
     NotCached,
+    /// No route matches the request's host and path, and there is no default route.
+    NoRoute,
 }
 
 impl ErrorKind {
@@ -34,7 +36,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => 400,
             ErrorKind::Unauthorized => 401,
             ErrorKind::Forbidden => 403,
-            ErrorKind::NotFound => 404,
+            ErrorKind::NotFound | ErrorKind::NoRoute => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::Internal => 500,
@@ -58,6 +60,7 @@ impl ErrorKind {
             ErrorKind::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorKind::OriginTimeout => "ORIGIN_TIMEOUT",
             ErrorKind::NotCached => "NOT_CACHED",
+            ErrorKind::NoRoute => "NO_ROUTE",
         }
     }
 
@@ -76,6 +79,7 @@ impl ErrorKind {
             ErrorKind::ServiceUnavailable => "the service is not ready",
             ErrorKind::OriginTimeout => "the origin server did not answer in time",
             ErrorKind::NotCached => "only-if-cached was requested and no usable response is stored",
+            ErrorKind::NoRoute => "no route serves this host and path",
         }
     }
 

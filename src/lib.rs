@@ -15,4 +15,6 @@ pub mod headers;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod routes;
 pub mod server;
+pub mod upstream;

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub upstream_response: Histogram,
     pub origin_errors: IntCounterVec,
     pub admin_actions: IntCounterVec,
+    pub upstream_healthy: IntGaugeVec,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_retries: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -40,8 +43,8 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     let m = Metrics {
         requests: register_int_counter_vec!(
             "caching_proxy_requests_total",
-            "Requests answered by the proxy, by method, status class and cache status.",
-            &["method", "status_class", "cache_status"]
+            "Requests answered by the proxy, by method, status class, cache status and route.",
+            &["method", "status_class", "cache_status", "route"]
         )
         .expect("register"),
         request_duration: register_histogram_vec!(
@@ -73,6 +76,24 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "caching_proxy_admin_actions_total",
             "Cache changes made through the admin API or PURGE, by action: clear, purge.",
             &["action"]
+        )
+        .expect("register"),
+        upstream_healthy: register_int_gauge_vec!(
+            "caching_proxy_upstream_healthy",
+            "1 while a server of an upstream group passes its health checks, else 0.",
+            &["upstream", "server"]
+        )
+        .expect("register"),
+        upstream_requests: register_int_counter_vec!(
+            "caching_proxy_upstream_requests_total",
+            "Requests sent to each server of each upstream group, by response status class.",
+            &["upstream", "server", "status_class"]
+        )
+        .expect("register"),
+        upstream_retries: register_int_counter_vec!(
+            "caching_proxy_upstream_retries_total",
+            "Attempts made again on another server of an upstream group.",
+            &["upstream"]
         )
         .expect("register"),
         build_info: register_int_gauge_vec!(

@@ -22,6 +22,8 @@ use crate::cache::storage::TierService;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::proxy::Proxy;
+use crate::routes::Router;
+use crate::upstream::Upstreams;
 use crate::{logging, metrics};
 
 /// How often expired cache entries are swept.
@@ -83,9 +85,11 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     let readiness = Readiness::default();
     let probe = ProbeToken::new();
 
+    let (upstreams, upstream_services) = Upstreams::build(&config.routing);
+    let router = Arc::new(Router::new(&config.routing, &upstreams));
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
-        Proxy::new(config, cache.clone(), probe.clone()),
+        Proxy::new(config, cache.clone(), probe.clone(), router.clone()),
         "caching-proxy",
     );
     proxy.add_tcp(&config.listen.to_string());
@@ -95,6 +99,8 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         cache.clone(),
         readiness.clone(),
         probe.clone(),
+        router,
+        upstreams,
     );
     let admin = AdminListener::bind(admin_app, config.admin.listen).map_err(|error| {
         StartError::Listen {
@@ -105,6 +111,10 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     })?;
     let admin = background_service("admin", admin);
 
+    // Health checks and DNS discovery, one service per upstream group.
+    for service in upstream_services {
+        server.add_boxed_service(service);
+    }
     let proxy = server.add_service(proxy);
     let admin = server.add_service(admin);
     server.add_service(background_service(

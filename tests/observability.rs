@@ -132,7 +132,7 @@ fn counters_agree_with_a_known_sequence() {
     let after = Scrape::after_requests(&proxy, &before, 13.0);
     let req = |m: &str, class: &str, cache: &str| {
         format!(
-            r#"caching_proxy_requests_total{{cache_status="{cache}",method="{m}",status_class="{class}"}}"#
+            r#"caching_proxy_requests_total{{cache_status="{cache}",method="{m}",route="0",status_class="{class}"}}"#
         )
     };
     assert_deltas(

@@ -12,6 +12,7 @@
 //! | GET    | `/metrics`      | Prometheus text format                 | no    |
 //! | DELETE | `/cache`        | removes every entry                    | yes   |
 //! | POST   | `/cache/purge`  | removes one URL (`{"url": "..."}`)     | yes   |
+//! | GET    | `/upstreams`    | each upstream group, each server, health| no   |
 //!
 //! Mutating endpoints need `Authorization: Bearer <admin.token>` when a token is configured;
 //! without one they are served only when the admin service listens on a loopback address and
@@ -35,6 +36,8 @@ use crate::config::AdminConfig;
 use crate::error::{json_body, ErrorKind};
 use crate::headers::{self, SECURITY_HEADERS, X_REQUEST_ID};
 use crate::metrics::{self, METRICS};
+use crate::routes::Router;
+use crate::upstream::Upstreams;
 pub use health::{ProbeToken, Readiness, ReadinessService, PROBE_HEADER};
 pub use listener::AdminListener;
 
@@ -43,6 +46,8 @@ const MAX_BODY: usize = 64 * 1024;
 
 pub struct AdminApp {
     cache: Arc<Cache>,
+    router: Arc<Router>,
+    upstreams: Arc<Upstreams>,
     auth: AdminAuth,
     listens_on_loopback: bool,
     readiness: Readiness,
@@ -65,9 +70,13 @@ impl AdminApp {
         cache: Arc<Cache>,
         readiness: Readiness,
         probe: ProbeToken,
+        router: Arc<Router>,
+        upstreams: Arc<Upstreams>,
     ) -> Self {
         AdminApp {
             cache,
+            router,
+            upstreams,
             auth: AdminAuth::new(admin.token.clone()),
             listens_on_loopback: admin.listen.ip().is_loopback(),
             readiness,
@@ -110,6 +119,7 @@ impl AdminApp {
                 }
             }
             ("/cache/stats", &Method::GET) => Ok((StatusCode::OK, self.stats())),
+            ("/upstreams", &Method::GET) => Ok((StatusCode::OK, self.upstreams())),
             ("/cache", &Method::DELETE) => {
                 self.authorize(session).map_err(rejection)?;
                 let cleared = self.cache.backend.clear().await.map_err(|e| {
@@ -126,8 +136,14 @@ impl AdminApp {
             ("/cache/purge", &Method::POST) => {
                 self.authorize(session).map_err(rejection)?;
                 let url = read_purge_url(session).await?;
-                let key =
-                    key::for_url(&url).map_err(|e| (ErrorKind::BadRequest, format!("url: {e}")))?;
+                let (tls, host, path_and_query) = key::url_parts(&url)
+                    .map_err(|e| (ErrorKind::BadRequest, format!("url: {e}")))?;
+                // As the proxy keys it: its route may leave query parameters out.
+                let key = if tls {
+                    key::for_parts(true, &host, &path_and_query)
+                } else {
+                    self.router.cache_key(&host, &path_and_query)
+                };
                 let purged = self
                     .cache
                     .backend
@@ -143,7 +159,7 @@ impl AdminApp {
             }
             (
                 "/health/live" | "/health/ready" | "/cache/stats" | "/cache" | "/cache/purge"
-                | "/metrics",
+                | "/metrics" | "/upstreams",
                 _,
             ) => fail(ErrorKind::MethodNotAllowed),
             _ => fail(ErrorKind::NotFound),
@@ -177,6 +193,25 @@ impl AdminApp {
 }
 
 impl AdminApp {
+    /// Each upstream group and its servers: health, weight, the last active check.
+    fn upstreams(&self) -> Value {
+        let groups: Vec<Value> = self
+            .upstreams
+            .iter()
+            .map(|g| {
+                json!({
+                    "name": g.name,
+                    "selection": g.config().selection.as_str(),
+                    "tls": g.tls,
+                    "retries": g.retries,
+                    "health_check": g.has_health_check(),
+                    "servers": g.servers(),
+                })
+            })
+            .collect();
+        json!({ "upstreams": groups })
+    }
+
     /// Each tier: this process's memory, and the shared Redis tier when there is one.
     fn tiers(&self, u: &crate::cache::Usage) -> Value {
         let backend = self.cache.backend;

@@ -19,13 +19,20 @@ fn is_safe(method: &Method) -> bool {
 }
 
 /// The keys to invalidate after `resp` answered `req`; empty when nothing is invalidated.
-pub fn targets(req: &RequestHeader, resp: &ResponseHeader, tls: bool) -> Vec<CacheKey> {
+/// `key_for(host, path_and_query)` builds a key as the cache does (routes may leave query
+/// parameters out).
+pub fn targets(
+    req: &RequestHeader,
+    resp: &ResponseHeader,
+    key_for: impl Fn(&str, &str) -> CacheKey,
+) -> Vec<CacheKey> {
     let status = resp.status.as_u16();
     if is_safe(&req.method) || !(200..400).contains(&status) {
         return Vec::new();
     }
-    let mut keys = vec![key::for_request(req, tls)];
     let host = key::request_host(req);
+    let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut keys = vec![key_for(host, target)];
     for name in [LOCATION, CONTENT_LOCATION] {
         let Some(location) = resp.headers.get(&name).and_then(|v| v.to_str().ok()) else {
             continue;
@@ -36,11 +43,11 @@ pub fn targets(req: &RequestHeader, resp: &ResponseHeader, tls: bool) -> Vec<Cac
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         match uri.authority() {
             // Absolute: only on the same host.
-            Some(authority) if key::same_host(authority.as_str(), host, tls) => {
-                keys.push(key::for_parts(tls, host, path))
+            Some(authority) if key::same_host(authority.as_str(), host, false) => {
+                keys.push(key_for(host, path))
             }
             Some(_) => {}
-            None if location.starts_with('/') => keys.push(key::for_parts(tls, host, path)),
+            None if location.starts_with('/') => keys.push(key_for(host, path)),
             // Relative references other than absolute paths are left alone.
             None => {}
         }
@@ -71,16 +78,20 @@ mod tests {
         keys.iter().map(|k| k.combined()).collect()
     }
 
+    fn plain(host: &str, path_and_query: &str) -> CacheKey {
+        key::for_parts(false, host, path_and_query)
+    }
+
     fn get(path: &str) -> String {
         key::for_request(&req("GET", path), false).combined()
     }
 
     #[test]
     fn safe_methods_and_failures_invalidate_nothing() {
-        assert!(targets(&req("GET", "/a"), &resp(200, &[]), false).is_empty());
-        assert!(targets(&req("HEAD", "/a"), &resp(200, &[]), false).is_empty());
-        assert!(targets(&req("POST", "/a"), &resp(500, &[]), false).is_empty());
-        assert!(targets(&req("POST", "/a"), &resp(404, &[]), false).is_empty());
+        assert!(targets(&req("GET", "/a"), &resp(200, &[]), plain).is_empty());
+        assert!(targets(&req("HEAD", "/a"), &resp(200, &[]), plain).is_empty());
+        assert!(targets(&req("POST", "/a"), &resp(500, &[]), plain).is_empty());
+        assert!(targets(&req("POST", "/a"), &resp(404, &[]), plain).is_empty());
     }
 
     #[test]
@@ -94,16 +105,16 @@ mod tests {
                     ("content-location", "http://example.com/c?y"),
                 ],
             ),
-            false,
+            plain,
         ));
         assert_eq!(keys, [get("/a?x=1"), get("/b"), get("/c?y")]);
         let keys = hashes(targets(
             &req("DELETE", "/a"),
             &resp(204, &[("location", "http://other.example/b")]),
-            false,
+            plain,
         ));
         assert_eq!(keys, [get("/a")], "other hosts are left alone");
-        let keys = hashes(targets(&req("PUT", "/a"), &resp(303, &[]), false));
+        let keys = hashes(targets(&req("PUT", "/a"), &resp(303, &[]), plain));
         assert_eq!(keys, [get("/a")]);
     }
 }

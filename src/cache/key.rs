@@ -31,6 +31,36 @@ pub fn request_host(req: &RequestHeader) -> &str {
 /// The primary hash is computed here, once: Pingora asks a key for it several times per
 /// request (cache lock, lookup, storage) and would otherwise hash the key text every time.
 pub fn for_parts(tls: bool, host: &str, path_and_query: &str) -> CacheKey {
+    for_parts_ignoring(tls, host, path_and_query, &[])
+}
+
+/// [`for_parts`] without the query parameters named in `ignore` (a route's
+/// `key_ignore_query`: tracking parameters that do not change the response).
+pub fn for_parts_ignoring(
+    tls: bool,
+    host: &str,
+    path_and_query: &str,
+    ignore: &[String],
+) -> CacheKey {
+    let kept;
+    let path_and_query = match path_and_query.split_once('?') {
+        Some((path, query)) if !ignore.is_empty() => {
+            let params: Vec<&str> = query
+                .split('&')
+                .filter(|p| {
+                    let name = p.split_once('=').map_or(*p, |(n, _)| n);
+                    !p.is_empty() && !ignore.iter().any(|i| i == name)
+                })
+                .collect();
+            kept = if params.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}?{}", params.join("&"))
+            };
+            kept.as_str()
+        }
+        _ => path_and_query,
+    };
     let primary = primary(tls, host, path_and_query);
     let hash = hash_key(&primary);
     let mut key = CacheKey::new(primary, "");
@@ -51,6 +81,12 @@ pub fn same_host(a: &str, b: &str, tls: bool) -> bool {
 
 /// Builds the cache key for an absolute URL, as given to the purge endpoints.
 pub fn for_url(url: &str) -> Result<CacheKey, &'static str> {
+    let (tls, host, path_and_query) = url_parts(url)?;
+    Ok(for_parts(tls, &host, &path_and_query))
+}
+
+/// Scheme (`true`: https), host and path?query of an absolute URL.
+pub fn url_parts(url: &str) -> Result<(bool, String, String), &'static str> {
     let uri: Uri = url.parse().map_err(|_| "not a valid URL")?;
     let tls = match uri.scheme_str() {
         Some("http") => false,
@@ -59,7 +95,7 @@ pub fn for_url(url: &str) -> Result<CacheKey, &'static str> {
     };
     let host = uri.authority().ok_or("the URL has no host")?.as_str();
     let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    Ok(for_parts(tls, host, path_and_query))
+    Ok((tls, host.to_owned(), path_and_query.to_owned()))
 }
 
 /// The primary key text: `scheme \n host \n path?query`. A newline cannot occur in a valid
@@ -85,6 +121,24 @@ fn primary(tls: bool, host: &str, path_and_query: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ignored_query_parameters_leave_the_key() {
+        let ignore = ["utm_source".to_string(), "fbclid".to_string()];
+        let k = |pq| {
+            for_parts_ignoring(false, "h", pq, &ignore)
+                .primary_key_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(k("/p?utm_source=x&a=1&fbclid=2"), k("/p?a=1"));
+        assert_eq!(k("/p?utm_source=x"), k("/p"));
+        assert_ne!(k("/p?a=1"), k("/p?a=2"));
+        assert_eq!(
+            k("/p?a=1"),
+            for_parts(false, "h", "/p?a=1").primary_key_str().unwrap()
+        );
+    }
     use pingora_cache::key::CacheHashKey;
 
     fn req(method: &str, target: &str, host: &str) -> RequestHeader {

@@ -38,9 +38,22 @@ impl CachePolicy {
         req.method == Method::GET || req.method == Method::HEAD
     }
 
-    /// Decides whether and for how long a response may be stored.
-    pub fn response_cacheable(&self, req: &RequestHeader, resp: &ResponseHeader) -> RespCacheable {
-        self.response_cacheable_at(req, resp, SystemTime::now())
+    /// Decides whether and for how long a response may be stored. `default_ttl` overrides
+    /// the configured one (a route's `cache.default_ttl`).
+    pub fn response_cacheable(
+        &self,
+        req: &RequestHeader,
+        resp: &ResponseHeader,
+        default_ttl: Option<Duration>,
+    ) -> RespCacheable {
+        match default_ttl {
+            None => self.response_cacheable_at(req, resp, SystemTime::now()),
+            Some(default_ttl) => {
+                let mut policy = self.clone();
+                policy.freshness.default_ttl = default_ttl;
+                policy.response_cacheable_at(req, resp, SystemTime::now())
+            }
+        }
     }
 
     fn response_cacheable_at(

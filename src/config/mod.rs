@@ -5,6 +5,7 @@
 //! anything listens; a bad value is a [`ConfigError`] naming the setting, the value, where it
 //! came from and what is allowed. Nothing downstream re-parses strings.
 
+pub mod routing;
 pub mod sources;
 pub mod units;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use http::Uri;
 use log::LevelFilter;
 
+pub use routing::Routing;
 use sources::{lookup, RawSettings, Sourced};
 pub use sources::{Cli, Source};
 
@@ -40,6 +42,12 @@ pub enum ConfigError {
     ParseFile { path: PathBuf, error: String },
     #[error("config file {}: unknown setting {key:?}", path.display())]
     UnknownKey { path: PathBuf, key: String },
+    #[error("{key}: {problem} (from file {})", path.display())]
+    Section {
+        key: String,
+        problem: String,
+        path: PathBuf,
+    },
     #[error("{0}")]
     Conflict(String),
 }
@@ -57,15 +65,20 @@ pub struct Config {
     pub security_headers: bool,
     pub admin: AdminConfig,
     pub server: ServerSettings,
+    /// Upstream groups and the routes to them (`--origin` is one of each).
+    pub routing: Routing,
 }
 
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
-    pub origin: Origin,
+    /// `--origin`, when given (routes may name other upstreams instead).
+    pub origin: Option<Origin>,
     pub preserve_host: bool,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub ca_file: Option<PathBuf>,
+    /// Idle timeout of WebSocket and other upgraded connections.
+    pub upgrade_idle_timeout: Duration,
 }
 
 /// The origin server, parsed and resolved at start-up so the request path never touches DNS.
@@ -184,6 +197,11 @@ impl Config {
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         let raw = RawSettings::gather(cli)?;
         let mut config = resolve(&Resolver { raw: &raw })?;
+        config.routing = routing::resolve(
+            &raw.sections,
+            raw.file.as_deref(),
+            config.upstream.origin.as_ref(),
+        )?;
         config.server.daemon = cli.daemon;
         config.server.upgrade = cli.upgrade;
         Ok(config)
@@ -201,12 +219,17 @@ impl Config {
         let c = &self.cache;
         serde_json::json!({
             "listen": self.listen.to_string(),
-            "origin": format!(
+            "origin": self.upstream.origin.as_ref().map(|o| format!(
                 "{}://{} ({})",
-                if self.upstream.origin.tls { "https" } else { "http" },
-                self.upstream.origin.authority,
-                self.upstream.origin.addr
-            ),
+                if o.tls { "https" } else { "http" },
+                o.authority,
+                o.addr
+            )),
+            "upstreams": self.routing.upstreams.iter().map(|u| (
+                u.name.clone(),
+                serde_json::json!(u.servers.iter().map(|s| format!("{}:{} weight={}", s.host, s.port, s.weight)).collect::<Vec<_>>()),
+            )).collect::<serde_json::Map<_, _>>(),
+            "routes": self.routing.routes.len(),
             "preserve_host": self.upstream.preserve_host,
             "connect_timeout_ms": self.upstream.connect_timeout.as_millis() as u64,
             "read_timeout_ms": self.upstream.read_timeout.as_millis() as u64,
@@ -573,14 +596,8 @@ fn resolve_admin(r: &Resolver) -> Result<AdminConfig, ConfigError> {
 fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
     let listen_host = r.get("listen.host", "0.0.0.0".parse().unwrap(), ip)?;
     let listen_port = r.get("listen.port", 3000, port)?;
-    let origin_setting = lookup("upstream.origin");
-    let origin = r
-        .optional("upstream.origin", origin)?
-        .ok_or(ConfigError::Missing {
-            key: origin_setting.key,
-            flag: origin_setting.flag,
-            env: origin_setting.env,
-        })?;
+    // Required unless the file has routes: `routing::resolve` checks that.
+    let origin = r.optional("upstream.origin", origin)?;
 
     let max_bytes = r.get("cache.max_size", 256 << 20, size)?;
     let cache = CacheConfig {
@@ -679,6 +696,11 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
                     Err("is not a readable file".into())
                 }
             })?,
+            upgrade_idle_timeout: r.get(
+                "upstream.upgrade_idle_timeout",
+                Duration::from_secs(3600),
+                positive_duration,
+            )?,
         },
         cache,
         log_level: r.get("log.level", LevelFilter::Info, level)?,
@@ -687,6 +709,7 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
         security_headers: r.get("security_headers.enabled", true, boolean)?,
         admin,
         server,
+        routing: Routing::default(),
     })
 }
 
@@ -704,9 +727,12 @@ mod tests {
     fn defaults_with_only_an_origin() {
         let c = load(&["--origin", "http://127.0.0.1:9000"]).unwrap();
         assert_eq!(c.listen, "0.0.0.0:3000".parse().unwrap());
-        assert_eq!(c.upstream.origin.addr, "127.0.0.1:9000".parse().unwrap());
-        assert!(!c.upstream.origin.tls);
-        assert_eq!(c.upstream.origin.authority, "127.0.0.1:9000");
+        let o = c.upstream.origin.as_ref().unwrap();
+        assert_eq!(o.addr, "127.0.0.1:9000".parse().unwrap());
+        assert!(!o.tls);
+        assert_eq!(o.authority, "127.0.0.1:9000");
+        assert_eq!(c.routing.upstreams.len(), 1);
+        assert_eq!(c.routing.routes[0].upstream, "origin");
         assert_eq!(c.cache.default_ttl, Duration::from_secs(300));
         assert_eq!(c.admin.listen, "127.0.0.1:9091".parse().unwrap());
         assert!(c.security_headers);

@@ -60,10 +60,11 @@ const fn setting(
 pub const SETTINGS: &[Setting] = &[
     setting("listen.host", "host", "PROXY_HOST", Kind::Value, "Address the proxy listens on [default: 0.0.0.0]"),
     setting("listen.port", "port", "PROXY_PORT", Kind::Value, "Port the proxy listens on [default: 3000]"),
-    setting("upstream.origin", "origin", "PROXY_ORIGIN", Kind::Value, "Origin URL, http:// or https:// (required)"),
+    setting("upstream.origin", "origin", "PROXY_ORIGIN", Kind::Value, "Origin URL, http:// or https:// (required unless the config file has routes)"),
     setting("upstream.preserve_host", "preserve-host", "PROXY_PRESERVE_HOST", Kind::Switch, "Send the client's Host header to the origin instead of the origin's authority [default: false]"),
     setting("upstream.connect_timeout", "connect-timeout", "PROXY_CONNECT_TIMEOUT", Kind::Value, "Timeout for connecting to the origin [default: 5s]"),
     setting("upstream.read_timeout", "timeout", "PROXY_TIMEOUT", Kind::Value, "Timeout for each read from (and write to) the origin [default: 30s]"),
+    setting("upstream.upgrade_idle_timeout", "upgrade-idle-timeout", "PROXY_UPGRADE_IDLE_TIMEOUT", Kind::Value, "Idle timeout of WebSocket and other upgraded connections [default: 1h]"),
     setting("upstream.ca_file", "ca-file", "PROXY_CA_FILE", Kind::Value, "PEM file of CA certificates trusted for https origins [default: system roots]"),
     setting("cache.default_ttl", "cache-ttl", "PROXY_CACHE_TTL", Kind::Value, "Freshness for cacheable responses without Cache-Control/Expires; 0 = do not store them [default: 5m]"),
     setting("cache.max_size", "cache-max-bytes", "PROXY_CACHE_MAX_BYTES", Kind::Value, "Upper bound on cached bytes, headers included [default: 256MiB]"),
@@ -217,25 +218,37 @@ impl Cli {
     }
 }
 
+/// Top-level file sections that are structures rather than single settings (lists of
+/// routes, maps of upstream groups). They exist only in the file; `config::routing` reads
+/// them.
+pub const SECTIONS: &[&str] = &["upstreams", "routes", "default_route"];
+
 /// All raw settings after layering, keyed by the dotted setting key.
 #[derive(Debug, Default)]
 pub struct RawSettings {
     values: HashMap<&'static str, Sourced>,
+    /// The structured sections of the file, as written, and the file they came from.
+    pub sections: HashMap<&'static str, serde_yaml::Value>,
+    pub file: Option<PathBuf>,
 }
 
 impl RawSettings {
     /// Layers CLI and env (clap already put flags over env) over the file, if any.
     pub fn gather(cli: &Cli) -> Result<Self, ConfigError> {
-        let mut values = match &cli.config_file {
+        let (mut values, sections) = match &cli.config_file {
             Some(path) => read_file(path)?,
-            None => HashMap::new(),
+            None => (HashMap::new(), HashMap::new()),
         };
         for setting in SETTINGS {
             if let Some(value) = cli.value(setting) {
                 values.insert(setting.key, value);
             }
         }
-        Ok(RawSettings { values })
+        Ok(RawSettings {
+            values,
+            sections,
+            file: cli.config_file.clone(),
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&Sourced> {
@@ -254,21 +267,36 @@ pub fn lookup(key: &str) -> &'static Setting {
 
 /// Reads the YAML file into raw values, rejecting keys that are not settings so that a typo
 /// (`cache.max_sise`) fails loudly instead of silently keeping the default.
-fn read_file(path: &Path) -> Result<HashMap<&'static str, Sourced>, ConfigError> {
+type FileValues = (
+    HashMap<&'static str, Sourced>,
+    HashMap<&'static str, serde_yaml::Value>,
+);
+
+fn read_file(path: &Path) -> Result<FileValues, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::ReadFile {
         path: path.to_owned(),
         error: e.to_string(),
     })?;
-    let doc: serde_yaml::Value =
+    let mut doc: serde_yaml::Value =
         serde_yaml::from_str(&text).map_err(|e| ConfigError::ParseFile {
             path: path.to_owned(),
             error: e.to_string(),
         })?;
     let mut values = HashMap::new();
+    let mut sections = HashMap::new();
+    if let serde_yaml::Value::Mapping(map) = &mut doc {
+        for name in SECTIONS {
+            if let Some(section) = map.remove(*name) {
+                if !section.is_null() {
+                    sections.insert(*name, section);
+                }
+            }
+        }
+    }
     if !doc.is_null() {
         flatten(path, "", &doc, &mut values)?;
     }
-    Ok(values)
+    Ok((values, sections))
 }
 
 fn flatten(
@@ -402,7 +430,7 @@ mod tests {
             "listen:\n  port: 8080\ncors:\n  allowed_origins: [https://a.example, https://b.example]\n",
         )
         .unwrap();
-        let values = read_file(&path).unwrap();
+        let (values, _) = read_file(&path).unwrap();
         assert_eq!(values["listen.port"].text, "8080");
         assert_eq!(
             values["cors.allowed_origins"].text,

@@ -2,7 +2,8 @@
 //! requests before they go upstream and from responses before they are stored or passed on.
 //! Pingora sets the framing (`Content-Length`/`Transfer-Encoding`) of each side itself.
 //!
-//! `Upgrade` is among them, so protocol upgrades (WebSocket) are not proxied.
+//! `Upgrade` is among them; a protocol upgrade (WebSocket) is the one exchange where it is
+//! meant for the next hop, so [`upgrade`] reads it first and the proxy puts it back.
 
 use http::header::CONNECTION;
 use http::{HeaderMap, HeaderName};
@@ -34,6 +35,19 @@ fn names(headers: &HeaderMap) -> Vec<HeaderName> {
             .cloned(),
     );
     names
+}
+
+/// The protocol an upgrade request or a 101 response asks for: `Upgrade`, when `Connection`
+/// names it.
+pub fn upgrade(headers: &HeaderMap) -> Option<http::HeaderValue> {
+    let asks = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(http::header::UPGRADE).cloned())
+        .flatten()
 }
 
 pub fn strip_request(req: &mut RequestHeader) {

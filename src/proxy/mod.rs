@@ -1,26 +1,29 @@
 //! The proxy: Pingora's `ProxyHttp` phases for one request, in the order they run.
 //!
 //! ```text
-//! request_filter           readiness probe; request ID; PURGE; CORS preflight; Host
-//! request_cache_filter     GET/HEAD only: enable the cache; read request Cache-Control
-//! cache_key_callback       scheme + host + path?query (cache::key)
+//! request_filter           readiness probe; request ID; Host; route (404 NO_ROUTE);
+//!                          PURGE; CORS preflight
+//! request_cache_filter     GET/HEAD on a caching route, no upgrade: enable the cache
+//! cache_key_callback       scheme + host + path?query, minus the route's ignored params
 //! cache_vary_filter        picks the stored variant matching the request's Vary
 //! cache_hit_filter         request no-cache/max-age/min-fresh/max-stale vs the entry
 //!   |-- usable hit (fresh, or stale as allowed) ----------------------------+
 //!   |   miss/expired: concurrent requests for a key wait on the cache lock  |
 //! proxy_upstream_filter    only-if-cached: 504 instead of going upstream    |
-//! upstream_peer            the origin, with connect/read timeouts           |
+//! upstream_peer            a server of the route's upstream group (skipping |
+//!                          servers that failed this request), timeouts      |
 //! upstream_request_filter  Host, X-Request-Id, X-Forwarded-*; hop-by-hop out|
+//!                          (Upgrade kept for upgrades); route header rules  |
 //! upstream_response_filter hop-by-hop out, Date in; keeps 304 fields        |
 //! response_cache_filter    store or not, and for how long (cache::policy)   |
 //! should_serve_stale       stale-while-revalidate / stale-if-error          |
 //!   |                                                                       |
 //! response_filter          X-Cache, counters, invalidation after unsafe  <--+
-//!                          methods, X-Request-Id, security headers, CORS;
-//!                          Connection: close while draining
+//!                          methods, X-Request-Id, security headers, CORS,
+//!                          route header rules; Connection: close while draining
 //! fail_to_proxy            any failure above: one JSON error (502, 504, ...)
-//! fail_to_connect,         origin errors counted by kind
-//!   error_while_proxy
+//! fail_to_connect,         origin errors counted by kind; retried on another
+//!   error_while_proxy      server of the group (see `retry`)
 //! logging                  access record; request metrics
 //! ```
 //!
@@ -39,6 +42,7 @@ use http::header;
 use log::{info, warn};
 use std::time::SystemTime;
 
+use pingora::lb::Backend;
 use pingora_cache::key::HashBinary;
 use pingora_cache::{CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, RespCacheable};
 use pingora_core::protocols::Digest;
@@ -53,11 +57,14 @@ use crate::cache::{
     invalidation, key, merge_not_modified, vary, Cache, CachePolicy, CacheStatus, HitDecision,
     RequestDirectives,
 };
+use crate::config::routing::Selection;
 use crate::config::{Config, CorsConfig, UpstreamConfig};
 use crate::error::{json_body, ErrorKind};
 use crate::headers::{self, SECURITY_HEADERS, X_CACHE, X_REQUEST_ID};
 use crate::logging::{self, AccessRecord};
 use crate::metrics::{status_class, METRICS};
+use crate::routes::{self, Route, Router};
+use crate::upstream;
 use cors::CorsDecision;
 
 /// Idle upstream connections are kept this long for reuse.
@@ -75,6 +82,7 @@ pub struct Proxy {
     security_headers: bool,
     /// The cache has a shared tier, whose fill locks a fetch must end (see `logging`).
     shared_tier: bool,
+    router: Arc<Router>,
 }
 
 /// Per-request state carried across the phases.
@@ -101,6 +109,12 @@ pub struct RequestCtx {
     upstream_started: Option<Instant>,
     upstream_connected: Option<Instant>,
     upstream_header: Option<Instant>,
+    route: Option<Arc<Route>>,
+    /// The protocol of an upgrade request (WebSocket): proxied as a tunnel, never cached.
+    upgrade: Option<http::HeaderValue>,
+    /// The server of the current attempt, and those that failed this request before.
+    server: Option<Backend>,
+    failed: Vec<Backend>,
 }
 
 impl RequestCtx {
@@ -116,8 +130,9 @@ impl RequestCtx {
 }
 
 impl Proxy {
-    pub fn new(config: &Config, cache: Arc<Cache>, probe: ProbeToken) -> Self {
+    pub fn new(config: &Config, cache: Arc<Cache>, probe: ProbeToken, router: Arc<Router>) -> Self {
         Proxy {
+            router,
             shared_tier: cache.backend.l2_status().is_some(),
             cache,
             auth: AdminAuth::new(config.admin.token.clone()),
@@ -202,7 +217,7 @@ impl Proxy {
                 .await;
             return Ok(());
         }
-        let key = key::for_request(req, false);
+        let key = request_key(req, ctx.route.as_deref());
         let purged = match self.cache.backend.remove(&key).await {
             Ok(purged) => purged,
             Err(e) => {
@@ -227,6 +242,50 @@ impl Proxy {
         session
             .write_response_body(Some(Bytes::from(body)), true)
             .await
+    }
+}
+
+impl Proxy {
+    /// Marks the current server failed for this request; whether another may be tried.
+    fn retry(&self, ctx: &mut RequestCtx) -> bool {
+        let Some(route) = ctx.route.as_ref() else {
+            return false;
+        };
+        if let Some(server) = ctx.server.take() {
+            ctx.failed.push(server);
+        }
+        let again = ctx.failed.len() <= route.upstream.retries;
+        if again {
+            METRICS
+                .upstream_retries
+                .with_label_values(&[route.upstream.name.as_str()])
+                .inc();
+        }
+        again
+    }
+
+    fn count_upstream(&self, ctx: &RequestCtx, class: &str) {
+        if let (Some(route), Some(server)) = (&ctx.route, &ctx.server) {
+            METRICS
+                .upstream_requests
+                .with_label_values(&[
+                    route.upstream.name.as_str(),
+                    server.addr.to_string().as_str(),
+                    class,
+                ])
+                .inc();
+        }
+    }
+}
+
+/// The cache key of a request, with its route's query rules.
+fn request_key(req: &RequestHeader, route: Option<&Route>) -> CacheKey {
+    match route {
+        Some(route) => {
+            let pq = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            route.cache_key(key::request_host(req), pq)
+        }
+        None => key::for_request(req, false),
     }
 }
 
@@ -263,6 +322,10 @@ impl ProxyHttp for Proxy {
             upstream_started: None,
             upstream_connected: None,
             upstream_header: None,
+            route: None,
+            upgrade: None,
+            server: None,
+            failed: Vec::new(),
         }
     }
 
@@ -279,10 +342,6 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         ctx.request_id = headers::request_id(req.headers.get(X_REQUEST_ID));
-        if req.method.as_str() == "PURGE" {
-            self.purge(session, ctx).await?;
-            return Ok(true);
-        }
         if !req.headers.contains_key(header::HOST) && req.uri.authority().is_none() {
             self.respond_error(
                 session,
@@ -291,6 +350,18 @@ impl ProxyHttp for Proxy {
                 "the request has no Host header",
             )
             .await;
+            return Ok(true);
+        }
+        let Some(route) = self.router.route_request(req) else {
+            let kind = ErrorKind::NoRoute;
+            self.respond_error(session, ctx, kind, kind.default_message())
+                .await;
+            return Ok(true);
+        };
+        ctx.route = Some(route.clone());
+        ctx.upgrade = hop_by_hop::upgrade(&req.headers);
+        if req.method.as_str() == "PURGE" {
+            self.purge(session, ctx).await?;
             return Ok(true);
         }
         match cors::decide(&self.cors, req) {
@@ -320,7 +391,11 @@ impl ProxyHttp for Proxy {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        if !CachePolicy::request_cacheable(session.req_header()) {
+        let route_caches = ctx.route.as_ref().is_some_and(|r| r.caches());
+        if !route_caches
+            || ctx.upgrade.is_some()
+            || !CachePolicy::request_cacheable(session.req_header())
+        {
             return Ok(());
         }
         session.cache.enable(
@@ -341,8 +416,8 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    fn cache_key_callback(&self, session: &Session, _ctx: &mut RequestCtx) -> Result<CacheKey> {
-        Ok(key::for_request(session.req_header(), false))
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        Ok(request_key(session.req_header(), ctx.route.as_deref()))
     }
 
     fn response_cache_filter(
@@ -352,13 +427,14 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
         let policy = &self.cache.policy;
+        let ttl = ctx.route.as_ref().and_then(|r| r.cache.default_ttl);
         // After a 304, `resp` is Pingora's merge; complete it with every field of the 304.
         Ok(match ctx.not_modified.take() {
             Some(fields) => {
                 let merged = merge_not_modified(resp, &fields);
-                policy.response_cacheable(session.req_header(), &merged)
+                policy.response_cacheable(session.req_header(), &merged, ttl)
             }
-            None => policy.response_cacheable(session.req_header(), resp),
+            None => policy.response_cacheable(session.req_header(), resp, ttl),
         })
     }
 
@@ -418,19 +494,54 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         ctx.upstream_started.get_or_insert_with(Instant::now);
-        let origin = &self.upstream.origin;
-        let mut peer = HttpPeer::new(origin.addr, origin.tls, origin.host.clone());
+        let route = ctx.route.clone().expect("routed in request_filter");
+        let group = &route.upstream;
+        // Hash selections follow the cache key, so one URL keeps going to one server.
+        let key = match group.config().selection {
+            Selection::Hash | Selection::Consistent => {
+                request_key(session.req_header(), Some(&route))
+                    .primary_key_str()
+                    .unwrap_or_default()
+                    .as_bytes()
+                    .to_vec()
+            }
+            Selection::RoundRobin | Selection::Random => Vec::new(),
+        };
+        let Some(server) = group.select(&key, &ctx.failed) else {
+            return Error::e_explain(
+                ErrorType::ConnectRefused,
+                format!("upstream {}: every server failed this request", group.name),
+            )
+            .map_err(|e| e.into_up());
+        };
+        let addr = *server.addr.as_inet().expect("servers are IP addresses");
+        let sni = group
+            .sni
+            .clone()
+            .or_else(|| upstream::server_name(&server).map(str::to_owned))
+            .unwrap_or_else(|| addr.ip().to_string());
+        ctx.server = Some(server);
+        let mut peer = HttpPeer::new(addr, group.tls, sni);
         let opts = &mut peer.options;
         opts.connection_timeout = Some(self.upstream.connect_timeout);
         // Connect plus TLS handshake.
         opts.total_connection_timeout = Some(self.upstream.connect_timeout * 2);
-        opts.read_timeout = Some(self.upstream.read_timeout);
-        opts.write_timeout = Some(self.upstream.read_timeout);
+        let read_timeout = if ctx.upgrade.is_some() {
+            // A tunnel is idle between messages: its own, longer timeout.
+            self.upstream.upgrade_idle_timeout
+        } else {
+            self.upstream.read_timeout
+        };
+        opts.read_timeout = Some(read_timeout);
+        opts.write_timeout = Some(read_timeout);
         opts.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        if ctx.upgrade.is_some() {
+            session.set_read_timeout(Some(self.upstream.upgrade_idle_timeout));
+        }
         Ok(Box::new(peer))
     }
 
@@ -441,9 +552,21 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         hop_by_hop::strip_request(upstream_request);
-        if !self.upstream.preserve_host {
-            upstream_request.insert_header(header::HOST, &self.upstream.origin.authority)?;
+        if let Some(protocol) = &ctx.upgrade {
+            upstream_request.insert_header(header::CONNECTION, "Upgrade")?;
+            upstream_request.insert_header(header::UPGRADE, protocol.clone())?;
         }
+        let route = ctx.route.as_ref().expect("routed in request_filter");
+        // `--origin`'s upstream gets the origin's authority unless told to keep the client's
+        // Host; upstream groups serve sites, and get the client's Host.
+        if let (true, false, Some(origin)) = (
+            route.upstream.from_origin_flag,
+            self.upstream.preserve_host,
+            &self.upstream.origin,
+        ) {
+            upstream_request.insert_header(header::HOST, &origin.authority)?;
+        }
+        routes::apply_request_rules(&route.request_headers, upstream_request);
         upstream_request.insert_header(X_REQUEST_ID, &ctx.request_id)?;
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
             let ip = client.ip().to_string();
@@ -473,7 +596,16 @@ impl ProxyHttp for Proxy {
         if upstream_response.status.is_server_error() {
             METRICS.origin_errors.with_label_values(&["5xx"]).inc();
         }
+        self.count_upstream(ctx, status_class(upstream_response.status.as_u16()));
+        let switching = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        let upgrade = switching
+            .then(|| hop_by_hop::upgrade(&upstream_response.headers))
+            .flatten();
         hop_by_hop::strip_response(upstream_response);
+        if let Some(protocol) = upgrade {
+            upstream_response.insert_header(header::CONNECTION, "Upgrade")?;
+            upstream_response.insert_header(header::UPGRADE, protocol)?;
+        }
         if !upstream_response.headers.contains_key(header::DATE) {
             // RFC 9110 §6.6.1: a recipient with a clock adds the Date it received it at.
             upstream_response
@@ -492,7 +624,12 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // Before the client sees the response, so its next request sees the invalidation.
-        for key in invalidation::targets(session.req_header(), upstream_response, false) {
+        let route = ctx.route.clone();
+        let key_for = |host: &str, pq: &str| match &route {
+            Some(route) => route.cache_key(host, pq),
+            None => key::for_parts(false, host, pq),
+        };
+        for key in invalidation::targets(session.req_header(), upstream_response, key_for) {
             if let Err(e) = self.cache.backend.remove(&key).await {
                 warn!("invalidation failed, request_id={}: {e}", ctx.request_id);
             }
@@ -512,6 +649,9 @@ impl ProxyHttp for Proxy {
         self.cache.stats.record(status);
         upstream_response.insert_header(X_CACHE, status.as_str())?;
         self.own_headers(upstream_response, ctx, true);
+        if let Some(route) = &ctx.route {
+            routes::apply_response_rules(&route.response_headers, upstream_response);
+        }
         Ok(())
     }
 
@@ -543,14 +683,19 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        _ctx: &mut RequestCtx,
-        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
     ) -> Box<Error> {
         let kind = match e.etype() {
             ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => "timeout",
             _ => "connect",
         };
         METRICS.origin_errors.with_label_values(&[kind]).inc();
+        self.count_upstream(ctx, "none");
+        // The request never reached the server: any method may go to another one.
+        if self.retry(ctx) {
+            e.set_retry(true);
+        }
         e
     }
 
@@ -559,7 +704,7 @@ impl ProxyHttp for Proxy {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
         if e.esource() == &ErrorSource::Upstream {
@@ -569,13 +714,19 @@ impl ProxyHttp for Proxy {
             };
             METRICS.origin_errors.with_label_values(&[kind]).inc();
         }
-        // Pingora's default retry policy: only idempotent requests, only on a reused
-        // connection, only while the request body can be replayed.
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
-        {
+        // The request may have reached the server: only idempotent requests go again, only
+        // while nothing was sent to the client and the body can be replayed.
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none()
+            && ctx.upgrade.is_none();
+        if !replayable {
             e.set_retry(false);
+        } else if e.esource() == &ErrorSource::Upstream && self.retry(ctx) {
+            e.set_retry(true);
         } else {
+            // Pingora's default: a failure on a reused connection may be a stale keep-alive.
             e.retry.decide_reuse(client_reused);
         }
         e
@@ -608,7 +759,7 @@ impl ProxyHttp for Proxy {
         if self.shared_tier && ctx.cache_enabled && ctx.upstream_started.is_some() {
             // A fetch that stored nothing ends the fill here, so other instances waiting
             // on it in a shared tier go on at once.
-            let key = key::for_request(session.req_header(), false);
+            let key = request_key(session.req_header(), ctx.route.as_deref());
             self.cache.backend.fill_done(&key).await;
         }
         let req = session.req_header();
@@ -618,9 +769,15 @@ impl ProxyHttp for Proxy {
             .unwrap_or_else(|| ctx.own_response_status())
             .as_str();
         let elapsed = ctx.started.elapsed();
+        let route = ctx.route.as_ref().map_or("none", |r| r.name.as_str());
         METRICS
             .requests
-            .with_label_values(&[method_label(&req.method), status_class(status), cache])
+            .with_label_values(&[
+                method_label(&req.method),
+                status_class(status),
+                cache,
+                route,
+            ])
             .inc();
         METRICS
             .request_duration
@@ -646,9 +803,7 @@ impl ProxyHttp for Proxy {
             bytes_sent: session.as_downstream().body_bytes_sent(),
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             upstream_ms,
-            origin: ctx
-                .upstream_started
-                .map(|_| self.upstream.origin.addr.to_string()),
+            origin: ctx.server.as_ref().map(|s| s.addr.to_string()),
             user_agent: req
                 .headers
                 .get(header::USER_AGENT)
