@@ -132,7 +132,7 @@ impl Router {
         let first = |c: &'_ Candidates| -> Option<usize> {
             c.iter().position(|r| path.starts_with(&r.path_prefix))
         };
-        if let Some(c) = self.exact.get(host.as_str()) {
+        if let Some(c) = self.exact.get(host.as_ref()) {
             if let Some(i) = first(c) {
                 return Some(&c[i]);
             }
@@ -164,8 +164,9 @@ impl Router {
     }
 }
 
-/// Lower case, without the port.
-fn normalise(host: &str) -> String {
+/// Lower case, without the port; borrowed when already lower case (the common case), so
+/// matching allocates nothing per request.
+fn normalise(host: &str) -> std::borrow::Cow<'_, str> {
     let host = host.trim();
     let without_port = if host.starts_with('[') {
         host.split_once(']')
@@ -174,7 +175,11 @@ fn normalise(host: &str) -> String {
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    without_port.to_ascii_lowercase()
+    if without_port.bytes().any(|b| b.is_ascii_uppercase()) {
+        without_port.to_ascii_lowercase().into()
+    } else {
+        without_port.into()
+    }
 }
 
 #[cfg(test)]
@@ -223,7 +228,7 @@ mod tests {
             routes: vec![
                 route("any", &[], "/", "a"),
                 route("wild", &[wild], "/", "b"),
-                route("www", &[exact.clone()], "/", "a"),
+                route("www", std::slice::from_ref(&exact), "/", "a"),
                 route("www-static", &[exact], "/static/", "b"),
             ],
             default_route: None,

@@ -356,7 +356,8 @@ impl MemoryStorage {
     }
 }
 
-fn compact_key(target: PurgeTarget<'_>) -> Option<&CompactCacheKey> {
+/// The key a purge targets; `None` for an identified entry (no backend here assigns IDs).
+pub(super) fn compact_key(target: PurgeTarget<'_>) -> Option<&CompactCacheKey> {
     match target {
         PurgeTarget::Active(key) => Some(key),
         PurgeTarget::Exact(CacheEntryKey::Identified { .. }) => None,

@@ -34,13 +34,13 @@ use pingora_cache::storage::{
     Storage,
 };
 use pingora_cache::trace::SpanHandle;
-use pingora_cache::{CacheEntryKey, CacheKey, CacheMeta};
+use pingora_cache::{CacheKey, CacheMeta};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_error::{Error, ErrorType, Result};
 use tokio::sync::{watch, Notify};
 
-use super::memory::{BodyBuffer, MemoryHit, MemoryStorage, StoredMeta};
+use super::memory::{compact_key, BodyBuffer, MemoryHit, MemoryStorage, StoredMeta};
 use super::redis::{Event, RedisTier, Unavailable, HEALTH_INTERVAL};
 use super::{CacheBackend, L2Status, Usage};
 use crate::metrics::REDIS_METRICS;
@@ -285,12 +285,8 @@ impl Storage for TieredStorage {
         purge_type: PurgeType,
         trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let key = match target {
-            PurgeTarget::Active(key) => key.clone(),
-            PurgeTarget::Exact(CacheEntryKey::Identified { .. }) => {
-                return Ok(PurgeOutcome::NotFound)
-            }
-            PurgeTarget::Exact(entry) => entry.key().clone(),
+        let Some(key) = compact_key(target).cloned() else {
+            return Ok(PurgeOutcome::NotFound);
         };
         let mut outcome = PurgeOutcome::NotFound;
         if let Some(l1) = self.l1 {
