@@ -247,6 +247,13 @@ impl Storage for TieredStorage {
         }
         match self.l2.try_lock(&primary, self.lock_hold).await {
             Ok(Some(token)) => {
+                // Another fill may have stored the entry and released its lock between our
+                // read and our lock: look once more before fetching.
+                if let Ok(Some((meta, body))) = self.l2_lookup(key).await {
+                    self.l2.unlock(&primary, token).await;
+                    REDIS_METRICS.l2_hits.inc();
+                    return Ok(Some(hit(meta, body)));
+                }
                 self.held.lock().insert(primary, (token, Instant::now()));
                 Ok(None)
             }
