@@ -221,8 +221,10 @@ pub fn decode(value: Bytes) -> Result<EntryHead, DecodeError> {
         let value = r.take(value_len)?;
         let name = http::HeaderName::from_bytes(&name)
             .map_err(|_| DecodeError::Malformed("field name"))?;
-        // A copy, so the header owns its bytes (see memory storage's `detached`).
-        let value = http::HeaderValue::from_bytes(&value)
+        // A view of the value, checked like any field value: no copy per field. It keeps the
+        // Redis value alive only while this meta lives; the memory tier stores detached
+        // copies (see memory storage's `detached`).
+        let value = http::HeaderValue::from_maybe_shared(value)
             .map_err(|_| DecodeError::Malformed("field value"))?;
         header
             .append_header(name, value)

@@ -31,6 +31,7 @@ use once_cell::sync::Lazy;
 use parking_lot::RwLock;
 use pingora_cache::key::HashBinary;
 use pingora_cache::CacheMeta;
+use prometheus::{Histogram, IntCounter};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline};
@@ -47,6 +48,77 @@ pub const OPEN_FOR: Duration = Duration::from_secs(1);
 pub const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 /// Chunks fetched per call when a large body is read.
 const CHUNKS_PER_CALL: usize = 4;
+
+/// A kind of Redis call: the `op` label of the Redis metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Get,
+    GetChunks,
+    PutChunks,
+    Put,
+    Purge,
+    Clear,
+    Delete,
+    Publish,
+    Lock,
+    Unlock,
+    FillState,
+    Connect,
+    Health,
+}
+
+impl Op {
+    const ALL: [Op; 13] = [
+        Op::Get,
+        Op::GetChunks,
+        Op::PutChunks,
+        Op::Put,
+        Op::Purge,
+        Op::Clear,
+        Op::Delete,
+        Op::Publish,
+        Op::Lock,
+        Op::Unlock,
+        Op::FillState,
+        Op::Connect,
+        Op::Health,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::GetChunks => "get_chunks",
+            Op::PutChunks => "put_chunks",
+            Op::Put => "put",
+            Op::Purge => "purge",
+            Op::Clear => "clear",
+            Op::Delete => "delete",
+            Op::Publish => "publish",
+            Op::Lock => "lock",
+            Op::Unlock => "unlock",
+            Op::FillState => "fill_state",
+            Op::Connect => "connect",
+            Op::Health => "health",
+        }
+    }
+
+    /// This op's duration histogram and error counter, resolved once: every hit read from
+    /// Redis records one, and a label lookup costs a hash and a lock.
+    fn metrics(self) -> &'static (Histogram, IntCounter) {
+        static BY_OP: Lazy<Vec<(Histogram, IntCounter)>> = Lazy::new(|| {
+            Op::ALL
+                .iter()
+                .map(|op| {
+                    (
+                        REDIS_METRICS.duration.with_label_values(&[op.label()]),
+                        REDIS_METRICS.errors.with_label_values(&[op.label()]),
+                    )
+                })
+                .collect()
+        });
+        &BY_OP[self as usize]
+    }
+}
 
 /// Compare-and-delete: a lock is released only by the holder whose token it still carries.
 const RELEASE_LOCK: &str =
@@ -90,7 +162,19 @@ impl Event {
 }
 
 fn hex(b: &HashBinary) -> String {
-    format!("{:032x}", u128::from_be_bytes(*b))
+    let mut out = String::with_capacity(32);
+    push_hex(&mut out, b);
+    out
+}
+
+/// Appends `bytes` in lower-case hex. Keys are built on every lookup; `format!` of a `u128`
+/// cost several times more.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
 }
 
 fn unhex(s: &str) -> Option<HashBinary> {
@@ -193,9 +277,9 @@ impl RedisTier {
         self.set_up(true);
     }
 
-    fn failed(&self, op: &'static str, why: &dyn std::fmt::Display) {
-        debug!("redis {op} failed: {why}");
-        REDIS_METRICS.errors.with_label_values(&[op]).inc();
+    fn failed(&self, op: Op, why: &dyn std::fmt::Display) {
+        debug!("redis {} failed: {why}", op.label());
+        op.metrics().1.inc();
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= FAILURES_TO_OPEN {
@@ -235,7 +319,7 @@ impl RedisTier {
     }
 
     /// Runs one command or pipeline under the timeout and the breaker; `None` on any failure.
-    async fn call<T: FromRedisValue>(&self, op: &'static str, req: Req<'_>) -> Option<T> {
+    async fn call<T: FromRedisValue>(&self, op: Op, req: Req<'_>) -> Option<T> {
         if self.circuit_open() {
             return None;
         }
@@ -253,10 +337,7 @@ impl RedisTier {
             }
         };
         let result = tokio::time::timeout(self.config.timeout, run).await;
-        REDIS_METRICS
-            .duration
-            .with_label_values(&[op])
-            .observe(started.elapsed().as_secs_f64());
+        op.metrics().0.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(v)) => {
                 self.succeeded();
@@ -277,29 +358,39 @@ impl RedisTier {
         self.generation.load(Ordering::Relaxed)
     }
 
-    fn base(&self, primary: &HashBinary) -> String {
-        format!(
-            "{}{:016x}:{{{}}}",
-            self.config.key_prefix,
-            self.generation(),
-            hex(primary)
-        )
+    /// `<prefix><gen>:{<primary>}`, with room for `extra` more bytes.
+    fn base(&self, primary: &HashBinary, extra: usize) -> String {
+        let prefix = &self.config.key_prefix;
+        let mut key = String::with_capacity(prefix.len() + 16 + 2 + 32 + 1 + extra);
+        key.push_str(prefix);
+        push_hex(&mut key, &self.generation().to_be_bytes());
+        key.push_str(":{");
+        push_hex(&mut key, primary);
+        key.push('}');
+        key
     }
 
     fn meta_key(&self, primary: &HashBinary, combined: &HashBinary) -> String {
-        format!("{}:m:{}", self.base(primary), hex(combined))
+        let mut key = self.base(primary, 3 + 32);
+        key.push_str(":m:");
+        push_hex(&mut key, combined);
+        key
     }
 
     fn chunk_key(&self, primary: &HashBinary, combined: &HashBinary, g: u64, i: u32) -> String {
-        format!("{}:b:{}:{g:016x}:{i}", self.base(primary), hex(combined))
+        format!("{}:b:{}:{g:016x}:{i}", self.base(primary, 0), hex(combined))
     }
 
     fn lock_key(&self, primary: &HashBinary) -> String {
-        format!("{}:l", self.base(primary))
+        let mut key = self.base(primary, 2);
+        key.push_str(":l");
+        key
     }
 
     fn variants_key(&self, primary: &HashBinary) -> String {
-        format!("{}:v", self.base(primary))
+        let mut key = self.base(primary, 2);
+        key.push_str(":v");
+        key
     }
 
     fn generation_key(&self) -> String {
@@ -319,7 +410,7 @@ impl RedisTier {
     ) -> Result<Option<Found>, Unavailable> {
         let meta_key = self.meta_key(primary, combined);
         let value: Option<Vec<u8>> = self
-            .call("get", Req::Cmd(redis::cmd("GET").arg(&meta_key)))
+            .call(Op::Get, Req::Cmd(redis::cmd("GET").arg(&meta_key)))
             .await
             .ok_or(Unavailable)?;
         let found = match value.map(|v| entry::decode(v.into())) {
@@ -365,7 +456,7 @@ impl RedisTier {
         let mut chunks: Vec<Option<Bytes>> = Vec::with_capacity(keys.len());
         for group in keys.chunks(CHUNKS_PER_CALL) {
             let values: Vec<Option<Vec<u8>>> = self
-                .call("get_chunks", Req::Cmd(redis::cmd("MGET").arg(group)))
+                .call(Op::GetChunks, Req::Cmd(redis::cmd("MGET").arg(group)))
                 .await?;
             chunks.extend(values.into_iter().map(|v| v.map(Bytes::from)));
         }
@@ -404,7 +495,7 @@ impl RedisTier {
                     .ignore();
             }
             if self
-                .call::<()>("put_chunks", Req::Pipe(&pipe))
+                .call::<()>(Op::PutChunks, Req::Pipe(&pipe))
                 .await
                 .is_none()
             {
@@ -435,7 +526,7 @@ impl RedisTier {
             .arg(ttl_ms)
             .arg("GT")
             .ignore();
-        let written = self.call::<()>("put", Req::Pipe(&pipe)).await.is_some();
+        let written = self.call::<()>(Op::Put, Req::Pipe(&pipe)).await.is_some();
         if written {
             self.counters.writes.fetch_add(1, Ordering::Relaxed);
         }
@@ -447,7 +538,7 @@ impl RedisTier {
     pub async fn purge(&self, primary: &HashBinary) -> Option<bool> {
         let variants = self.variants_key(primary);
         let combined: Vec<String> = self
-            .call("purge", Req::Cmd(redis::cmd("SMEMBERS").arg(&variants)))
+            .call(Op::Purge, Req::Cmd(redis::cmd("SMEMBERS").arg(&variants)))
             .await?;
         let mut keys: Vec<String> = combined
             .iter()
@@ -457,7 +548,7 @@ impl RedisTier {
         keys.push(self.meta_key(primary, primary));
         keys.push(variants);
         let removed: u64 = self
-            .call("purge", Req::Cmd(redis::cmd("DEL").arg(&keys)))
+            .call(Op::Purge, Req::Cmd(redis::cmd("DEL").arg(&keys)))
             .await?;
         self.publish(Event::Purged(*primary)).await;
         // The variants set counts too; only meta keys say whether an entry was there.
@@ -470,7 +561,7 @@ impl RedisTier {
         let generation: u64 = rand::random();
         let set = self
             .call::<()>(
-                "clear",
+                Op::Clear,
                 Req::Cmd(redis::cmd("SET").arg(self.generation_key()).arg(generation)),
             )
             .await
@@ -484,14 +575,14 @@ impl RedisTier {
 
     async fn delete(&self, keys: &[String]) {
         let _: Option<u64> = self
-            .call("delete", Req::Cmd(redis::cmd("DEL").arg(keys)))
+            .call(Op::Delete, Req::Cmd(redis::cmd("DEL").arg(keys)))
             .await;
     }
 
     pub async fn publish(&self, event: Event) {
         let _: Option<u64> = self
             .call(
-                "publish",
+                Op::Publish,
                 Req::Cmd(
                     redis::cmd("PUBLISH")
                         .arg(self.channel())
@@ -511,7 +602,7 @@ impl RedisTier {
         let token = self.instance ^ rand::random::<u64>();
         let taken: Option<Option<String>> = self
             .call(
-                "lock",
+                Op::Lock,
                 Req::Cmd(
                     redis::cmd("SET")
                         .arg(self.lock_key(primary))
@@ -533,7 +624,7 @@ impl RedisTier {
     pub async fn unlock(&self, primary: &HashBinary, token: u64) {
         let _: Option<u64> = self
             .call(
-                "unlock",
+                Op::Unlock,
                 Req::Cmd(
                     redis::cmd("EVAL")
                         .arg(RELEASE_LOCK)
@@ -557,7 +648,7 @@ impl RedisTier {
             .arg(self.meta_key(primary, combined))
             .cmd("EXISTS")
             .arg(self.lock_key(primary));
-        let (stored, locked): (bool, bool) = self.call("fill_state", Req::Pipe(&pipe)).await?;
+        let (stored, locked): (bool, bool) = self.call(Op::FillState, Req::Pipe(&pipe)).await?;
         Some((stored, locked))
     }
 
@@ -571,7 +662,7 @@ impl RedisTier {
             None => match self.open().await {
                 Ok(conn) => (conn, true),
                 Err(e) => {
-                    self.failed("connect", &e);
+                    self.failed(Op::Connect, &e);
                     return None;
                 }
             },
@@ -614,11 +705,11 @@ impl RedisTier {
                 (old != g).then_some(g)
             }
             Ok(Err(e)) => {
-                self.failed("health", &e);
+                self.failed(Op::Health, &e);
                 None
             }
             Err(_) => {
-                self.failed("health", &"timed out");
+                self.failed(Op::Health, &"timed out");
                 None
             }
         }
@@ -696,6 +787,17 @@ enum Req<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_spell_hashes_in_lower_case_hex() {
+        let b: HashBinary = [
+            0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0, 0xff, 2, 3, 4, 5, 6, 7,
+        ];
+        assert_eq!(hex(&b), format!("{:032x}", u128::from_be_bytes(b)));
+        let mut out = String::from("x");
+        push_hex(&mut out, &0x0123_4567_89ab_cdefu64.to_be_bytes());
+        assert_eq!(out, "x0123456789abcdef");
+    }
 
     #[test]
     fn events_round_trip() {
