@@ -12,6 +12,7 @@ pub mod clear_cache;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

@@ -39,6 +39,17 @@ pub struct Metrics {
     build_info: IntGaugeVec,
 }
 
+/// `caching_proxy_handover_entries_total{direction="sent"|"received"}`: cache entries
+/// handed to a new process on an upgrade or reload, and taken over from the old one.
+pub static HANDOVER_ENTRIES: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "caching_proxy_handover_entries_total",
+        "Cache entries handed over on an upgrade or reload: sent by the old process, received (and stored) by the new one.",
+        &["direction"]
+    )
+    .expect("register")
+});
+
 pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     let m = Metrics {
         requests: register_int_counter_vec!(
@@ -293,6 +304,9 @@ impl Collector for CacheCollector {
 /// every metric is exported (at zero) from the first scrape on.
 pub fn register(cache: Arc<Cache>) {
     Lazy::force(&METRICS);
+    for direction in ["sent", "received"] {
+        HANDOVER_ENTRIES.with_label_values(&[direction]);
+    }
     if let Err(e) = prometheus::register(Box::new(CacheCollector::new(cache))) {
         log::warn!("cache metrics not registered: {e}");
     }

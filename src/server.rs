@@ -21,6 +21,7 @@ use crate::admin::{AdminApp, AdminListener, ProbeToken, Readiness, ReadinessServ
 use crate::cache::storage::TierService;
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::lifecycle::handover::{self, HandoverService};
 use crate::proxy::Proxy;
 use crate::routes::Router;
 use crate::upstream::Upstreams;
@@ -120,10 +121,22 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     server.add_service(background_service(
         "cache sweeper",
         Sweeper {
-            cache,
+            cache: cache.clone(),
             every: SWEEP_INTERVAL,
         },
     ));
+    // The cache hand-over: taken from the running process on an upgrade, offered to the next.
+    if let Some(storage) = cache.backend.memory_tier() {
+        server.add_service(background_service(
+            "cache hand-over",
+            HandoverService {
+                storage,
+                path: handover::socket_path(&config.server.upgrade_sock),
+                upgrade: config.server.upgrade,
+                timeout: config.server.handover_timeout,
+            },
+        ));
+    }
     // With the Redis tier, readiness waits for its first connection attempt, so that a
     // restarted instance serves what Redis holds from its first request.
     let (first_attempt, tier_attempted) = watch::channel(tier.is_none());

@@ -196,8 +196,9 @@ fn zero_downtime_upgrade_under_load_loses_nothing() {
     );
 }
 
-/// With the Redis tier, the new process of an upgrade starts with an empty memory tier but
-/// serves what the old one stored from Redis, from its first request.
+/// With the Redis tier, the new process of an upgrade serves what the old one stored from
+/// Redis, from its first request, even with an empty memory tier (no hand-over here: the
+/// hand-over of the memory tier is `tests/handover.rs`'s).
 #[test]
 fn upgrade_with_the_redis_tier_starts_warm() {
     let redis = RedisServer::start();
@@ -212,6 +213,7 @@ fn upgrade_with_the_redis_tier_starts_warm() {
     let new = Proxy::spawn_upgrade(
         ProxyBuilder::upgrade_of(&old, &origin.url())
             .redis(&redis.url())
+            .args(&["--handover-timeout", "0"])
             .grace_period("1s"),
     );
     let sock = old.state_dir().join("upgrade.sock");

@@ -187,6 +187,8 @@ pub struct ServerSettings {
     pub upgrade_sock: String,
     pub grace_period: Duration,
     pub graceful_shutdown_timeout: Duration,
+    /// How long a new process adopts the old one's cache entries (0: none).
+    pub handover_timeout: Duration,
     pub error_log: Option<String>,
     pub daemon: bool,
     pub upgrade: bool,
@@ -668,6 +670,7 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
             Duration::from_secs(5),
             duration,
         )?,
+        handover_timeout: r.get("server.handover_timeout", Duration::from_secs(10), duration)?,
         error_log: r.optional("server.error_log", non_empty)?,
         daemon: false,
         upgrade: false,

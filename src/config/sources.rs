@@ -96,6 +96,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("server.upgrade_sock", "upgrade-sock", "PROXY_UPGRADE_SOCK", Kind::Value, "Socket used to hand listeners to a new binary on upgrade [default: /tmp/caching-proxy_upgrade.sock]"),
     setting("server.grace_period", "grace-period", "PROXY_GRACE_PERIOD", Kind::Value, "On shutdown, how long to keep serving in-flight requests [default: 5s]"),
     setting("server.graceful_shutdown_timeout", "shutdown-timeout", "PROXY_SHUTDOWN_TIMEOUT", Kind::Value, "After the grace period, how long to wait for workers to stop [default: 5s]"),
+    setting("server.handover_timeout", "handover-timeout", "PROXY_HANDOVER_TIMEOUT", Kind::Value, "On upgrade or reload, how long the new process takes cache entries from the old one (0 = start cold) [default: 10s]"),
     setting("server.error_log", "error-log", "PROXY_ERROR_LOG", Kind::Value, "File for the error log when running as a daemon [default: stderr]"),
 ];
 

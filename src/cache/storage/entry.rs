@@ -1,5 +1,5 @@
-//! The entry format that crosses a process boundary: values in the shared Redis tier (and
-//! later the hand-over stream). One module, one version number.
+//! The entry format that crosses a process boundary: values in the shared Redis tier and
+//! entries on the cache hand-over stream of an upgrade. One module, one version number.
 //!
 //! A value starts with a magic and a format version. Anything that does not decode exactly
 //! (another version, a truncated or foreign value, lengths past the end) is an error, which
@@ -16,8 +16,9 @@
 //! body_len u64 | chunks u32 | generation u64
 //! inline body (body_len bytes) when chunks = 0
 //! ```
-//! A body larger than one chunk is stored apart in `chunks` values under keys that carry the
-//! generation, so a reader never joins the meta of one write with the body of another.
+//! In Redis, a body larger than one chunk is stored apart in `chunks` values under keys that
+//! carry the generation, so a reader never joins the meta of one write with the body of
+//! another. On the hand-over stream every body is inline ([`encode_whole`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,8 +78,16 @@ pub fn chunk_count(len: usize) -> u32 {
 
 /// Encodes the meta (and the body, when it is small enough to be inline).
 pub fn encode(meta: &CacheMeta, body: &Bytes, generation: u64) -> Bytes {
+    encode_with(meta, body, generation, chunk_count(body.len()))
+}
+
+/// Encodes the meta and the whole body inline, whatever its size (the hand-over stream).
+pub fn encode_whole(meta: &CacheMeta, body: &Bytes) -> Bytes {
+    encode_with(meta, body, 0, 0)
+}
+
+fn encode_with(meta: &CacheMeta, body: &Bytes, generation: u64, chunks: u32) -> Bytes {
     let header = meta.response_header();
-    let chunks = chunk_count(body.len());
     let mut out = BytesMut::with_capacity(128 + if chunks == 0 { body.len() } else { 0 });
     out.put_slice(MAGIC);
     out.put_u8(FORMAT_VERSION);
@@ -233,7 +242,8 @@ pub fn decode(value: Bytes) -> Result<EntryHead, DecodeError> {
     let body_len = usize::try_from(r.u64()?).map_err(|_| DecodeError::Malformed("body length"))?;
     let chunks = r.u32()?;
     let generation = r.u64()?;
-    if chunks != chunk_count(body_len) {
+    // Inline (any size), or exactly the chunks its length needs.
+    if chunks != 0 && chunks != chunk_count(body_len) {
         return Err(DecodeError::Malformed("chunk count"));
     }
     let inline = if chunks == 0 {
@@ -331,6 +341,22 @@ mod tests {
         );
         let short = vec![Some(chunk(&body, 0)), Some(chunk(&body, 2)), None];
         assert!(join_chunks(&head, short).is_err());
+    }
+
+    #[test]
+    fn whole_entries_keep_large_bodies_inline() {
+        let body: Bytes = vec![7u8; CHUNK_BYTES + 1].into();
+        let head = decode(encode_whole(&meta(), &body)).unwrap();
+        assert_eq!((head.chunks, head.body_len), (0, body.len()));
+        assert_eq!(head.inline, body);
+        // A chunked entry announcing the wrong number of chunks is refused.
+        let mut value = encode(&meta(), &body, 1).to_vec();
+        let at = value.len() - 12; // chunks u32, then generation u64
+        value[at..at + 4].copy_from_slice(&5u32.to_be_bytes());
+        assert_eq!(
+            decode(value.into()).err(),
+            Some(DecodeError::Malformed("chunk count"))
+        );
     }
 
     #[test]

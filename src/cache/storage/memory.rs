@@ -35,6 +35,9 @@ use pingora_http::ResponseHeader;
 
 use super::{CacheBackend, Usage};
 
+mod transfer;
+pub use transfer::{Adopted, Exported, Removal};
+
 /// Memory of one entry beyond its body and header fields (map slot, LRU node, entry, the
 /// shared header and its map, allocator overhead), counted against the byte bound so that
 /// the bound is on memory, not only on content. Calibrated by the memory run in
@@ -221,6 +224,7 @@ pub struct MemoryStorage {
     limits: MemoryLimits,
     evictions: AtomicU64,
     expirations: AtomicU64,
+    transfers: transfer::Transfers,
 }
 
 impl MemoryStorage {
@@ -240,6 +244,7 @@ impl MemoryStorage {
             limits,
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
+            transfers: transfer::Transfers::default(),
         }
     }
 
@@ -304,6 +309,7 @@ impl MemoryStorage {
 
     /// Removes every entry; returns how many there were.
     pub fn clear_now(&self) -> u64 {
+        self.transfers.removed(Removal::All);
         self.shards
             .iter()
             .map(|shard| shard.lock().clear() as u64)
@@ -352,7 +358,9 @@ impl MemoryStorage {
         let mut shard = self.shard(primary).lock();
         let mut keys = shard.variants.get(&primary).cloned().unwrap_or_default();
         keys.push(primary);
-        keys.iter().filter(|k| shard.remove(k).is_some()).count() as u64
+        let removed = keys.iter().filter(|k| shard.remove(k).is_some()).count() as u64;
+        self.transfers.removed(Removal::Url(primary.to_be_bytes()));
+        removed
     }
 }
 
@@ -403,10 +411,10 @@ impl Storage for MemoryStorage {
         let Some(key) = compact_key(target) else {
             return Ok(PurgeOutcome::NotFound);
         };
-        let removed = self
-            .shard(key_of(key.primary_bin()))
-            .lock()
-            .remove(&key_of(key.combined_bin()));
+        let mut shard = self.shard(key_of(key.primary_bin())).lock();
+        let removed = shard.remove(&key_of(key.combined_bin()));
+        self.transfers.removed(Removal::Url(key.primary_bin()));
+        drop(shard);
         Ok(match removed {
             Some(_) => PurgeOutcome::Purged(None),
             None => PurgeOutcome::NotFound,
@@ -468,6 +476,10 @@ impl CacheBackend for MemoryStorage {
 
     async fn remove(&'static self, key: &CacheKey) -> Result<bool> {
         Ok(self.remove_variants(key_of(key.primary_bin())) > 0)
+    }
+
+    fn memory_tier(&'static self) -> Option<&'static MemoryStorage> {
+        Some(self)
     }
 
     fn usage(&self) -> Usage {

@@ -53,6 +53,10 @@ pub trait CacheBackend: Storage + Send + Sync + 'static {
     /// lock so other instances stop waiting. Storing a response releases it by itself.
     async fn fill_done(&'static self, _key: &CacheKey) {}
 
+    /// The in-process memory storage (the whole cache, or the tier in front of a shared
+    /// one): what an upgrade hands to the new process.
+    fn memory_tier(&'static self) -> Option<&'static MemoryStorage>;
+
     /// Lookups answered by the in-process tier, where the backend has tiers.
     fn l1_hits(&self) -> Option<u64> {
         None

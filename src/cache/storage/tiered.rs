@@ -376,6 +376,10 @@ impl CacheBackend for TieredStorage {
         self.l1.map(|l1| l1.usage()).unwrap_or_default()
     }
 
+    fn memory_tier(&'static self) -> Option<&'static MemoryStorage> {
+        self.l1
+    }
+
     fn sweep_expired(&self) -> u64 {
         self.l1.map_or(0, |l1| l1.sweep_expired())
     }
@@ -444,19 +448,30 @@ pub struct TierService {
 impl BackgroundService for TierService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let tier = self.tier;
-        if tier.l2.health_check().await.is_some() {
-            tier.clear_l1("joined a new key generation");
-        }
+        // At start the memory tier holds nothing, or what an upgrade's hand-over brings: the
+        // old process's entries, which it kept in step with Redis and whose removals it
+        // forwards while it lives. So a first contact at start (learning the generation,
+        // subscribing) drops nothing; a later first contact does, since events may have
+        // been missed in between.
+        let _ = tier.l2.health_check().await;
+        let mut trusted = tier.l2.is_up();
         let _ = self.first_attempt.send(true);
         let subscriber = tokio::spawn(async move {
             loop {
                 let result = tier
                     .l2
                     .subscribe(
-                        || tier.clear_l1("subscribed to cache events (some may have been missed)"),
+                        || {
+                            if !std::mem::take(&mut trusted) {
+                                tier.clear_l1(
+                                    "subscribed to cache events (some may have been missed)",
+                                );
+                            }
+                        },
                         |event| tier.on_event(event),
                     )
                     .await;
+                trusted = false;
                 if let Err(e) = result {
                     debug!("cache events subscription: {e}");
                 }
