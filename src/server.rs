@@ -103,13 +103,12 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         router,
         upstreams,
     );
-    let admin = AdminListener::bind(admin_app, config.admin.listen).map_err(|error| {
-        StartError::Listen {
+    let admin = AdminListener::bind(admin_app, config.admin.listen, config.server.upgrade)
+        .map_err(|error| StartError::Listen {
             setting: "admin.host/admin.port",
             addr: config.admin.listen,
             error,
-        }
-    })?;
+        })?;
     let admin = background_service("admin", admin);
 
     // Health checks and DNS discovery, one service per upstream group.

@@ -126,3 +126,43 @@ fn port_in_use_is_a_clear_start_up_error() {
         "{stderr}"
     );
 }
+
+/// A second instance on a running one's admin port does not start: only the new process of
+/// an upgrade may share that port (`tests/lifecycle.rs`).
+#[test]
+fn admin_port_of_a_running_instance_is_a_clear_start_up_error() {
+    let running = support::Proxy::start("http://127.0.0.1:9");
+    let dir = tempfile::tempdir().unwrap();
+    let mut second = std::process::Command::new(support::proxy::BIN)
+        .args(["--origin", "http://127.0.0.1:9", "--host", "127.0.0.1"])
+        .args(["--port", &free_port().to_string()])
+        .args(["--admin-port", &running.admin_port.to_string()])
+        .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+        .arg(format!(
+            "--upgrade-sock={}",
+            dir.path().join("sock").display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            panic!("a second instance started on a running instance's admin port");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    let expected = format!(
+        "cannot listen on 127.0.0.1:{} (admin.host/admin.port)",
+        running.admin_port
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}

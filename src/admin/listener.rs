@@ -8,7 +8,10 @@
 //!
 //! The socket is opened with `SO_REUSEPORT`: during a zero-downtime upgrade the new process
 //! binds the admin port while the old one still holds it, and both answer until the old one
-//! exits (its proxy listeners are handed over by Pingora; this one is not).
+//! exits (its proxy listeners are handed over by Pingora; this one is not). Only that new
+//! process may share the port: any other start first checks that the port is free, so a
+//! second instance on the same admin port is a start-up error, not a silent neighbour that
+//! would answer half of the scrapes and `--clear-cache` calls.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,13 +35,26 @@ pub struct AdminListener {
 }
 
 impl AdminListener {
-    /// Binds the admin address now, so that a port in use is a start-up error.
-    pub fn bind(app: AdminApp, listen: SocketAddr) -> std::io::Result<Self> {
+    /// Binds the admin address now, so that a port in use is a start-up error. `upgrade`:
+    /// this process takes over from a running one, which holds the port until it exits.
+    pub fn bind(app: AdminApp, listen: SocketAddr, upgrade: bool) -> std::io::Result<Self> {
+        if !upgrade {
+            check_free(listen)?;
+        }
         Ok(AdminListener {
             app: Arc::new(HttpServer::new_app(app)),
             listener: Mutex::new(Some(bind(listen)?)),
         })
     }
+}
+
+/// Fails when another socket listens on `addr`, whether or not it allows sharing: a socket
+/// without `SO_REUSEPORT` cannot bind beside one.
+fn check_free(addr: SocketAddr) -> std::io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // Connections of an earlier run in TIME_WAIT do not count as "in use".
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
 }
 
 /// Opens the admin socket (`SO_REUSEADDR` and `SO_REUSEPORT`, see the module doc).
