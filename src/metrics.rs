@@ -50,6 +50,17 @@ pub static HANDOVER_ENTRIES: Lazy<IntCounterVec> = Lazy::new(|| {
     .expect("register")
 });
 
+/// `caching_proxy_reloads_total{result="ok"|"failed"}`: a failed reload is counted by the
+/// process that keeps serving, a successful one by the new process.
+pub static RELOADS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "caching_proxy_reloads_total",
+        "Reloads (SIGHUP): ok counted by the new process, failed by the one that keeps serving.",
+        &["result"]
+    )
+    .expect("register")
+});
+
 pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     let m = Metrics {
         requests: register_int_counter_vec!(
@@ -306,6 +317,9 @@ pub fn register(cache: Arc<Cache>) {
     Lazy::force(&METRICS);
     for direction in ["sent", "received"] {
         HANDOVER_ENTRIES.with_label_values(&[direction]);
+    }
+    for result in ["ok", "failed"] {
+        RELOADS.with_label_values(&[result]);
     }
     if let Err(e) = prometheus::register(Box::new(CacheCollector::new(cache))) {
         log::warn!("cache metrics not registered: {e}");

@@ -5,3 +5,4 @@
 //! a cache needs on top of it and knows nothing of the request path.
 
 pub mod handover;
+pub mod reload;
