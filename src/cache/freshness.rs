@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 use http::header::{AGE, CACHE_CONTROL, DATE, EXPIRES, LAST_MODIFIED};
 use http::{HeaderMap, StatusCode};
 
+use super::directives::ResponseDirectives;
+
 /// Delta-seconds beyond this are read as this (RFC 9111 §1.2.2).
 pub const DELTA_SECONDS_MAX: u32 = 2_147_483_648;
 
@@ -135,24 +137,26 @@ fn http_date(headers: &HeaderMap, name: &http::HeaderName) -> Option<SystemTime>
 }
 
 /// The freshness lifetime (§4.2.1), or `None` when the response has none and gets none.
+/// `directives` are the ones that govern this cache (a targeted field or Cache-Control).
 pub fn lifetime(
     headers: &HeaderMap,
+    directives: &ResponseDirectives,
     status: StatusCode,
     now: SystemTime,
     rules: &FreshnessRules,
 ) -> Option<(Duration, Source)> {
     let explicit = |secs: u32| Some((Duration::from_secs(secs.into()), Source::Explicit));
-    if has(headers, "no-cache") {
+    if directives.has("no-cache") {
         return explicit(0);
     }
     for name in ["s-maxage", "max-age"] {
-        match delta(headers, &CACHE_CONTROL, name) {
+        match directives.delta(name) {
             Delta::Valid(secs) => return explicit(secs),
             Delta::Invalid | Delta::Bare => return explicit(0),
             Delta::Absent => {}
         }
     }
-    if headers.contains_key(EXPIRES) {
+    if directives.uses_expires() && headers.contains_key(EXPIRES) {
         // Several Expires lines or an invalid date: already expired (§5.3).
         let Some(expires) = http_date(headers, &EXPIRES) else {
             return explicit(0);
@@ -162,7 +166,7 @@ pub fn lifetime(
         return explicit(secs.min(DELTA_SECONDS_MAX as u64) as u32);
     }
     // `public` lets a shared cache give heuristic freshness to any non-error status (§4.2.2).
-    let public = has(headers, "public") && status.as_u16() < 500;
+    let public = directives.has("public") && status.as_u16() < 500;
     if !cacheable_by_default(status) && !public {
         return None;
     }
@@ -222,8 +226,17 @@ mod tests {
         h
     }
 
+    fn life(
+        h: &HeaderMap,
+        status: StatusCode,
+        now: SystemTime,
+        rules: &FreshnessRules,
+    ) -> Option<(Duration, Source)> {
+        lifetime(h, &ResponseDirectives::CacheControl(h), status, now, rules)
+    }
+
     fn secs(pairs: &[(&str, &str)]) -> Option<(u64, Source)> {
-        lifetime(&headers(pairs), StatusCode::OK, SystemTime::now(), &RULES)
+        life(&headers(pairs), StatusCode::OK, SystemTime::now(), &RULES)
             .map(|(d, s)| (d.as_secs(), s))
     }
 
@@ -322,7 +335,7 @@ mod tests {
             ..RULES
         };
         assert_eq!(
-            lifetime(
+            life(
                 &headers(&[("last-modified", &lm)]),
                 StatusCode::OK,
                 now,
@@ -330,12 +343,9 @@ mod tests {
             ),
             None
         );
+        assert_eq!(life(&headers(&[]), StatusCode::FOUND, now, &RULES), None);
         assert_eq!(
-            lifetime(&headers(&[]), StatusCode::FOUND, now, &RULES),
-            None
-        );
-        assert_eq!(
-            lifetime(
+            life(
                 &headers(&[]),
                 StatusCode::INTERNAL_SERVER_ERROR,
                 now,

@@ -18,6 +18,7 @@ use http::{Method, StatusCode};
 use pingora_cache::{CacheMeta, NoCacheReason, RespCacheable};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use super::directives::{ResponseDirectives, TargetList};
 use super::freshness::{self, Delta, FreshnessRules};
 use super::vary;
 
@@ -30,6 +31,8 @@ pub struct CachePolicy {
     /// Ignore request `no-cache`/`max-age`/`Pragma: no-cache`, protecting the origin from
     /// clients that force reloads.
     pub ignore_client_no_cache: bool,
+    /// Targeted fields (RFC 9213) that govern this cache before Cache-Control.
+    pub targets: TargetList,
 }
 
 impl CachePolicy {
@@ -66,9 +69,10 @@ impl CachePolicy {
         if freshness::has(&req.headers, "no-store") {
             return Uncacheable(NoCacheReason::Custom("request-no-store"));
         }
-        // Directives are read with `freshness`, one reader for all of them: Pingora's parser
-        // keeps only the last of duplicate directives.
-        let has = |directive| freshness::has(&resp.headers, directive);
+        // Directives are read by one reader for all of them (Pingora's parser keeps only the
+        // last of duplicate directives), from a targeted field when one governs this cache.
+        let directives = self.directives(resp);
+        let has = |directive| directives.has(directive);
         if has("no-store") || has("private") {
             return Uncacheable(NoCacheReason::OriginNotCache);
         }
@@ -87,9 +91,13 @@ impl CachePolicy {
             // A part is never stored as if it were the whole object.
             return Uncacheable(NoCacheReason::Custom("partial-content"));
         }
-        let Some((lifetime, _)) =
-            freshness::lifetime(&resp.headers, resp.status, now, &self.freshness)
-        else {
+        let Some((lifetime, _)) = freshness::lifetime(
+            &resp.headers,
+            &directives,
+            resp.status,
+            now,
+            &self.freshness,
+        ) else {
             return Uncacheable(NoCacheReason::OriginNotCache);
         };
 
@@ -103,7 +111,7 @@ impl CachePolicy {
                 now.checked_sub(stale_for).unwrap_or(SystemTime::UNIX_EPOCH)
             }
         };
-        let (swr, sie) = self.stale_windows(&resp.headers);
+        let (swr, sie) = self.stale_windows(&directives);
         // Fields named by `no-cache="..."` are kept: every use of such a response is
         // revalidated first (`freshness::lifetime` gives it no freshness), which is what the
         // qualified form asks for those fields. `private` responses are not stored at all.
@@ -115,12 +123,17 @@ impl CachePolicy {
         RespCacheable::Cacheable(meta)
     }
 
+    /// The directives that govern this cache for `resp` (a targeted field or Cache-Control).
+    pub fn directives<'a>(&self, resp: &'a ResponseHeader) -> ResponseDirectives<'a> {
+        ResponseDirectives::read(&resp.headers, &self.targets)
+    }
+
     /// Seconds a stale response may be served while revalidating and on origin errors.
-    fn stale_windows(&self, headers: &http::HeaderMap) -> (u32, u32) {
-        if forbids_stale(headers) {
+    fn stale_windows(&self, directives: &ResponseDirectives) -> (u32, u32) {
+        if forbids_stale(directives) {
             return (0, 0);
         }
-        let secs = |name| match freshness::delta(headers, &CACHE_CONTROL, name) {
+        let secs = |name| match directives.delta(name) {
             Delta::Valid(s) => Some(s),
             _ => None,
         };
@@ -153,7 +166,7 @@ pub fn merge_not_modified(
 
 /// Whether a stored response may never be served stale (§4.2.4): `must-revalidate`,
 /// `proxy-revalidate`, `s-maxage` (for a shared cache) and `no-cache` forbid it.
-pub fn forbids_stale(headers: &http::HeaderMap) -> bool {
+pub fn forbids_stale(directives: &ResponseDirectives) -> bool {
     [
         "must-revalidate",
         "proxy-revalidate",
@@ -161,7 +174,7 @@ pub fn forbids_stale(headers: &http::HeaderMap) -> bool {
         "no-cache",
     ]
     .iter()
-    .any(|d| freshness::has(headers, d))
+    .any(|d| directives.has(d))
 }
 
 /// What a request asks of the cache (§5.2.1).
@@ -226,8 +239,9 @@ impl RequestDirectives {
         d
     }
 
-    /// Applies the directives to a stored response.
-    pub fn on_hit(&self, meta: &CacheMeta, now: SystemTime) -> HitDecision {
+    /// Applies the directives to a stored response; `targets` tells which of its fields
+    /// govern this cache.
+    pub fn on_hit(&self, meta: &CacheMeta, targets: &TargetList, now: SystemTime) -> HitDecision {
         if self.no_cache {
             return HitDecision::Revalidate;
         }
@@ -247,7 +261,8 @@ impl RequestDirectives {
             if let Some(limit) = self.max_stale {
                 let stale_for = now.duration_since(meta.fresh_until()).unwrap_or_default();
                 let within = limit.is_none_or(|max| stale_for.as_secs() <= max.into());
-                if within && !forbids_stale(meta.headers()) {
+                let stored = ResponseDirectives::read(meta.headers(), targets);
+                if within && !forbids_stale(&stored) {
                     return HitDecision::ServeStale;
                 }
             }
@@ -269,6 +284,7 @@ mod tests {
             },
             stale_if_error: Duration::ZERO,
             ignore_client_no_cache: false,
+            targets: TargetList::standard(),
         }
     }
 
@@ -548,25 +564,26 @@ mod tests {
         )
         .unwrap();
         let d = |h: &[(&str, &str)]| RequestDirectives::from_request(&req(h), false);
-        assert_eq!(d(&[]).on_hit(&fresh, now), HitDecision::Default);
+        let t = TargetList::standard();
+        assert_eq!(d(&[]).on_hit(&fresh, &t, now), HitDecision::Default);
         assert_eq!(
-            d(&[("cache-control", "no-cache")]).on_hit(&fresh, now),
+            d(&[("cache-control", "no-cache")]).on_hit(&fresh, &t, now),
             HitDecision::Revalidate
         );
         assert_eq!(
-            d(&[("cache-control", "max-age=5")]).on_hit(&fresh, now),
+            d(&[("cache-control", "max-age=5")]).on_hit(&fresh, &t, now),
             HitDecision::Revalidate
         );
         assert_eq!(
-            d(&[("cache-control", "max-age=50")]).on_hit(&fresh, now),
+            d(&[("cache-control", "max-age=50")]).on_hit(&fresh, &t, now),
             HitDecision::Default
         );
         assert_eq!(
-            d(&[("cache-control", "min-fresh=95")]).on_hit(&fresh, now),
+            d(&[("cache-control", "min-fresh=95")]).on_hit(&fresh, &t, now),
             HitDecision::Revalidate
         );
         assert_eq!(
-            d(&[("cache-control", "min-fresh=10")]).on_hit(&fresh, now),
+            d(&[("cache-control", "min-fresh=10")]).on_hit(&fresh, &t, now),
             HitDecision::Default
         );
 
@@ -578,15 +595,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            d(&[("cache-control", "max-stale")]).on_hit(&stale, now),
+            d(&[("cache-control", "max-stale")]).on_hit(&stale, &t, now),
             HitDecision::ServeStale
         );
         assert_eq!(
-            d(&[("cache-control", "max-stale=60")]).on_hit(&stale, now),
+            d(&[("cache-control", "max-stale=60")]).on_hit(&stale, &t, now),
             HitDecision::ServeStale
         );
         assert_eq!(
-            d(&[("cache-control", "max-stale=5")]).on_hit(&stale, now),
+            d(&[("cache-control", "max-stale=5")]).on_hit(&stale, &t, now),
             HitDecision::Default
         );
         let must = meta(
@@ -603,7 +620,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            d(&[("cache-control", "max-stale")]).on_hit(&must, now),
+            d(&[("cache-control", "max-stale")]).on_hit(&must, &t, now),
             HitDecision::Default
         );
     }

@@ -19,7 +19,8 @@
 //! should_serve_stale       stale-while-revalidate / stale-if-error          |
 //!   |                                                                       |
 //! response_filter          X-Cache, counters, invalidation after unsafe  <--+
-//!                          methods, X-Request-Id, security headers, CORS,
+//!                          methods, private targeted fields out,
+//!                          X-Request-Id, security headers, CORS,
 //!                          route header rules; Connection: close while draining
 //! fail_to_proxy            any failure above: one JSON error (502, 504, ...)
 //! fail_to_connect,         origin errors counted by kind; retried on another
@@ -446,14 +447,17 @@ impl ProxyHttp for Proxy {
         _is_fresh: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<ForcedFreshness>> {
-        Ok(match ctx.directives.on_hit(meta, SystemTime::now()) {
-            HitDecision::Default => None,
-            HitDecision::Revalidate => Some(ForcedFreshness::ForceExpired),
-            HitDecision::ServeStale => {
-                ctx.served_stale = true;
-                Some(ForcedFreshness::ForceFresh)
-            }
-        })
+        let targets = &self.cache.policy.targets;
+        Ok(
+            match ctx.directives.on_hit(meta, targets, SystemTime::now()) {
+                HitDecision::Default => None,
+                HitDecision::Revalidate => Some(ForcedFreshness::ForceExpired),
+                HitDecision::ServeStale => {
+                    ctx.served_stale = true;
+                    Some(ForcedFreshness::ForceFresh)
+                }
+            },
+        )
     }
 
     async fn proxy_upstream_filter(
@@ -648,6 +652,10 @@ impl ProxyHttp for Proxy {
         // a response sees it counted.
         self.cache.stats.record(status);
         upstream_response.insert_header(X_CACHE, status.as_str())?;
+        // Targeted fields of the operator's own are this cache's instructions alone.
+        for field in self.cache.policy.targets.private_fields() {
+            upstream_response.remove_header(field);
+        }
         self.own_headers(upstream_response, ctx, true);
         if let Some(route) = &ctx.route {
             routes::apply_response_rules(&route.response_headers, upstream_response);
