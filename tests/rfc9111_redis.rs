@@ -19,3 +19,6 @@ fn builder(origin: &str) -> ProxyBuilder {
 
 #[path = "rfc9111/rules.rs"]
 mod rules;
+
+#[path = "rfc9111/rules_part2.rs"]
+mod rules_part2;

@@ -118,13 +118,51 @@ pub struct FreshnessRules {
     pub heuristic_max: Duration,
 }
 
-/// Status codes whose responses may be given heuristic or default freshness (RFC 9110
-/// §15.1), minus 206 (never stored) and 501 (no 5xx is stored without explicit freshness).
+/// Status codes whose responses may be given heuristic or default freshness: exactly the
+/// heuristically cacheable ones of RFC 9110 §15.1. (A 206 is never stored whole: see
+/// `policy`.)
 pub fn cacheable_by_default(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     )
+}
+
+/// An HTTP-date in any of its three forms (IMF-fixdate, obsolete RFC 850, asctime; RFC 9110
+/// §5.6.7), with any letter case in weekday, month and `GMT`: recipients are asked to be
+/// lenient, and origins do send `THU` or `gmt`.
+pub fn parse_http_date(value: &str) -> Option<SystemTime> {
+    let value = value.trim();
+    if !value.is_ascii() {
+        return None;
+    }
+    // httpdate reads the canonical spelling: `Thu`, `Thursday`, `Aug`, `GMT`.
+    let mut canonical = String::with_capacity(value.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.eq_ignore_ascii_case("gmt") {
+            out.push_str("GMT");
+        } else {
+            for (i, c) in word.chars().enumerate() {
+                out.push(if i == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                });
+            }
+        }
+        word.clear();
+    };
+    for c in value.chars() {
+        if c.is_ascii_alphabetic() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut canonical);
+            canonical.push(c);
+        }
+    }
+    flush(&mut word, &mut canonical);
+    httpdate::parse_http_date(&canonical).ok()
 }
 
 fn http_date(headers: &HeaderMap, name: &http::HeaderName) -> Option<SystemTime> {
@@ -133,7 +171,7 @@ fn http_date(headers: &HeaderMap, name: &http::HeaderName) -> Option<SystemTime>
     if values.next().is_some() {
         return None;
     }
-    httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()
+    parse_http_date(value.to_str().ok()?)
 }
 
 /// The freshness lifetime (§4.2.1), or `None` when the response has none and gets none.
@@ -188,11 +226,13 @@ pub fn lifetime(
 }
 
 /// The age of a response when it arrives (§4.2.3): the larger of the origin's `Age` and
-/// the time elapsed since its `Date`.
+/// the time elapsed since its `Date`. Of an `Age` that holds a list (`7200, 0`), or of
+/// several `Age` lines, the first member counts.
 pub fn initial_age(headers: &HeaderMap, now: SystemTime) -> Duration {
     let age_value = headers
         .get(AGE)
         .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
         .and_then(|v| match parse_delta(v.trim()) {
             Delta::Valid(secs) => Some(Duration::from_secs(secs.into())),
             _ => None,
@@ -353,6 +393,43 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn http_dates_in_every_form_and_case() {
+        let t = httpdate::parse_http_date("Thu, 18 Aug 2050 02:01:18 GMT").unwrap();
+        for v in [
+            "Thu, 18 Aug 2050 02:01:18 GMT",
+            "THU, 18 Aug 2050 02:01:18 GMT",
+            "Thu, 18 AUG 2050 02:01:18 GMT",
+            "Thu, 18 Aug 2050 02:01:18 gMT",
+            " thu, 18 aug 2050 02:01:18 gmt ",
+            "Thursday, 18-Aug-50 02:01:18 GMT",
+            "THURSDAY, 18-aug-50 02:01:18 Gmt",
+            "Thu Aug 18 02:01:18 2050",
+            "thu AUG 18 02:01:18 2050",
+        ] {
+            assert_eq!(parse_http_date(v), Some(t), "{v:?}");
+        }
+        for v in [
+            "0",
+            "Thu, 18 Aug 2050 02:01:18 UTC",
+            "Fri, 18 Aug 2050 02:01:18 GMT",
+            "é",
+        ] {
+            assert_eq!(parse_http_date(v), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn age_list_uses_its_first_member() {
+        let now = SystemTime::now();
+        let age = |v: &str| initial_age(&headers(&[("age", v)]), now).as_secs();
+        assert_eq!(age("7200, 0"), 7200);
+        assert_eq!(age("0, 7200"), 0);
+        assert_eq!(age("7200,0"), 7200);
+        let two_lines = headers(&[("age", "0"), ("age", "7200")]);
+        assert_eq!(initial_age(&two_lines, now).as_secs(), 0);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! This module decides what is cached and holds it; it knows nothing of Pingora sessions or
 //! of the admin API's routes.
 
+pub mod conditional;
 pub mod directives;
 pub mod freshness;
 pub mod invalidation;

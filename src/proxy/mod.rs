@@ -7,6 +7,7 @@
 //! cache_key_callback       scheme + host + path?query, minus the route's ignored params
 //! cache_vary_filter        picks the stored variant matching the request's Vary
 //! cache_hit_filter         request no-cache/max-age/min-fresh/max-stale vs the entry
+//! cache_not_modified_filter  304 for matching conditionals (Date without Last-Modified)
 //!   |-- usable hit (fresh, or stale as allowed) ----------------------------+
 //!   |   miss/expired: concurrent requests for a key wait on the cache lock  |
 //! proxy_upstream_filter    only-if-cached: 504 instead of going upstream    |
@@ -55,8 +56,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::admin::{ProbeToken, PROBE_HEADER};
 use crate::auth::AdminAuth;
 use crate::cache::{
-    invalidation, key, merge_not_modified, vary, Cache, CachePolicy, CacheStatus, HitDecision,
-    RequestDirectives,
+    conditional, invalidation, key, merge_not_modified, vary, Cache, CachePolicy, CacheStatus,
+    HitDecision, RequestDirectives,
 };
 use crate::config::routing::Selection;
 use crate::config::{Config, CorsConfig, UpstreamConfig};
@@ -485,6 +486,15 @@ impl ProxyHttp for Proxy {
             !ctx.directives.no_cache && error.is_none_or(|e| e.esource() == &ErrorSource::Upstream);
         ctx.served_stale |= serve;
         serve
+    }
+
+    fn cache_not_modified_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        Ok(conditional::not_modified(session.req_header(), resp))
     }
 
     fn cache_vary_filter(

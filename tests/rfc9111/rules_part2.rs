@@ -1,0 +1,165 @@
+//! RFC 9111 and RFC 9110 rules, continued from `rules.rs` (same harness: every rule runs
+//! on the memory backend and on the Redis tier). Staleness comes from `Age`, `Date` or
+//! `Expires` values the origin sets in the past, not from waiting.
+
+use super::{builder, support};
+
+use std::time::{Duration, SystemTime};
+
+use support::{get, request, Origin, Reply};
+
+/// An HTTP date `offset` seconds from now.
+fn date(offset: i64) -> String {
+    let now = SystemTime::now();
+    let t = if offset >= 0 {
+        now + Duration::from_secs(offset as u64)
+    } else {
+        now - Duration::from_secs(offset.unsigned_abs())
+    };
+    httpdate::fmt_http_date(t)
+}
+
+/// Serves each case on a path of its own through one origin and one proxy (with `extra`
+/// arguments), and checks whether the second GET of each was answered from the cache.
+fn check_reuse(cases: Vec<(&'static str, Reply, bool)>, extra: &[&str]) {
+    let replies: Vec<Reply> = cases.iter().map(|(_, r, _)| r.clone()).collect();
+    let origin = Origin::start(move |r| {
+        let i: usize = r.path().trim_start_matches("/c").parse().unwrap();
+        replies[i].clone()
+    });
+    let proxy = builder(&origin.url()).args(extra).start();
+    for (i, (name, _, expect_reused)) in cases.iter().enumerate() {
+        let path = format!("/c{i}");
+        get(&proxy.url(&path));
+        let second = get(&proxy.url(&path));
+        let reused = origin.hits_for(&path) == 1;
+        assert_eq!(
+            reused,
+            second.x_cache() == "HIT",
+            "{name}: X-Cache must agree with the origin's count"
+        );
+        assert_eq!(reused, *expect_reused, "{name}: reused");
+    }
+}
+
+/// RFC 9111 §4, RFC 9110 §6.6.1: a response served from the cache carries the Date it
+/// was stored with (the origin's), not the time of serving, with max-age or Expires.
+#[test]
+fn date_of_stored_response_is_kept() {
+    let origin_date = date(-100);
+    let (d, expires) = (origin_date.clone(), date(3600));
+    let origin = Origin::start(move |r| match r.path() {
+        "/max-age" => Reply::ok("x")
+            .header("cache-control", "max-age=3600")
+            .header("date", &d),
+        _ => Reply::ok("x")
+            .header("expires", &expires)
+            .header("date", &d),
+    });
+    let proxy = builder(&origin.url()).start();
+    for path in ["/max-age", "/expires"] {
+        for expected in ["MISS", "HIT"] {
+            let r = get(&proxy.url(path));
+            assert_eq!(r.x_cache(), expected, "{path}");
+            assert_eq!(
+                r.header("date"),
+                Some(origin_date.as_str()),
+                "{path} {expected}"
+            );
+        }
+    }
+}
+
+/// §5.1: of an Age that holds a list, the first member counts: `7200, 0` is stale for a
+/// max-age of 3600, `0, 7200` fresh.
+#[test]
+fn age_list_uses_its_first_member() {
+    let aged = |age: &str| {
+        Reply::ok("x")
+            .header("cache-control", "max-age=3600")
+            .header("date", &date(0))
+            .header("age", age)
+    };
+    check_reuse(
+        vec![
+            ("7200, 0", aged("7200, 0"), false),
+            ("0, 7200", aged("0, 7200"), true),
+        ],
+        &[],
+    );
+}
+
+/// §4.2.2, RFC 9110 §15.1: 501 is heuristically cacheable like the other listed statuses.
+#[test]
+fn heuristic_freshness_for_501() {
+    let lm = |status| {
+        Reply::ok("x")
+            .status(status)
+            .header("date", &date(0))
+            .header("last-modified", &date(-100_000))
+    };
+    check_reuse(
+        vec![("501", lm(501), true), ("500", lm(500), false)],
+        &["--cache-ttl", "0"],
+    );
+}
+
+/// §5.3, RFC 9110 §5.6.7: Expires in the three HTTP-date forms, with any letter case.
+#[test]
+fn expires_in_every_date_form_and_case() {
+    let expires = |value: &str| {
+        Reply::ok("x")
+            .header("expires", value)
+            .header("date", &date(0))
+    };
+    check_reuse(
+        vec![
+            (
+                "IMF-fixdate",
+                expires("Thu, 18 Aug 2050 02:01:18 GMT"),
+                true,
+            ),
+            ("RFC 850", expires("Thursday, 18-Aug-50 02:01:18 GMT"), true),
+            ("asctime", expires("Thu Aug 18 02:01:18 2050"), true),
+            (
+                "weekday case",
+                expires("THU, 18 Aug 2050 02:01:18 GMT"),
+                true,
+            ),
+            ("month case", expires("Thu, 18 AUG 2050 02:01:18 GMT"), true),
+            ("zone case", expires("Thu, 18 Aug 2050 02:01:18 gMT"), true),
+            ("past", expires("Thu, 18 Aug 2000 02:01:18 GMT"), false),
+        ],
+        &["--cache-ttl", "0"],
+    );
+}
+
+/// §4.3.2: If-Modified-Since against a fresh stored response without Last-Modified is
+/// compared with its Date: 304 when not modified since, the full response otherwise.
+#[test]
+fn if_modified_since_against_date_without_last_modified() {
+    let stored_date = date(-100);
+    let d = stored_date.clone();
+    let origin = Origin::start(move |_| {
+        Reply::ok("body")
+            .header("cache-control", "max-age=3600")
+            .header("date", &d)
+    });
+    let proxy = builder(&origin.url()).start();
+    get(&proxy.url("/ims"));
+    let ims = |since: &str| {
+        request(
+            "GET",
+            &proxy.url("/ims"),
+            &[("if-modified-since", since)],
+            None,
+        )
+    };
+    let same = ims(&stored_date);
+    assert_eq!((same.status, same.body.as_str()), (304, ""));
+    let later = ims(&date(0));
+    assert_eq!(later.status, 304);
+    let earlier = ims(&date(-200));
+    assert_eq!((earlier.status, earlier.body.as_str()), (200, "body"));
+    assert_eq!(origin.hits(), 1, "all answered from the cache");
+}
