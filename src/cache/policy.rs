@@ -73,7 +73,13 @@ impl CachePolicy {
         // last of duplicate directives), from a targeted field when one governs this cache.
         let directives = self.directives(resp);
         let has = |directive| directives.has(directive);
-        if has("no-store") || has("private") {
+        // §5.2.2.3: `must-understand` stores only a status this cache understands, and then
+        // overrides the `no-store` sent along for caches that do not know it.
+        let must_understand = has("must-understand");
+        if must_understand && !understood(resp.status) {
+            return Uncacheable(NoCacheReason::Custom("must-understand"));
+        }
+        if (has("no-store") && !must_understand) || has("private") {
             return Uncacheable(NoCacheReason::OriginNotCache);
         }
         // §3.5: a response to an authenticated request is shared only when it says so.
@@ -142,6 +148,12 @@ impl CachePolicy {
         let sie = secs("stale-if-error").unwrap_or(configured);
         (swr, sie)
     }
+}
+
+/// Status codes whose caching semantics this cache implements (for `must-understand`): the
+/// heuristically cacheable ones and the redirects stored with explicit freshness.
+fn understood(status: StatusCode) -> bool {
+    freshness::cacheable_by_default(status) || matches!(status.as_u16(), 302 | 303 | 307)
 }
 
 /// The stored header updated from a 304 (§3.2, §4.3.4): every field of the 304 replaces the
@@ -414,6 +426,18 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn must_understand_overrides_no_store_for_understood_statuses() {
+        let p = policy();
+        let cc = |status, v| ttl(&p, &get(), &resp(status, &[("cache-control", v)]));
+        assert_eq!(cc(200, "no-store, must-understand, max-age=60"), Some(60));
+        assert_eq!(cc(302, "must-understand, no-store, max-age=60"), Some(60));
+        assert_eq!(cc(299, "no-store, must-understand, max-age=60"), None);
+        assert_eq!(cc(422, "must-understand, max-age=60"), None);
+        assert_eq!(cc(422, "max-age=60"), Some(60));
+        assert_eq!(cc(200, "no-store, must-understand, private"), None);
     }
 
     #[test]

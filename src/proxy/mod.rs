@@ -15,7 +15,7 @@
 //!                          servers that failed this request), timeouts      |
 //! upstream_request_filter  Host, X-Request-Id, X-Forwarded-*; hop-by-hop out|
 //!                          (Upgrade kept for upgrades); route header rules  |
-//! upstream_response_filter hop-by-hop out, Date in; keeps 304 fields        |
+//! upstream_response_filter hop-by-hop out, Date in, HTTP/1.1; 304 fields   |
 //! response_cache_filter    store or not, and for how long (cache::policy)   |
 //! should_serve_stale       stale-while-revalidate / stale-if-error          |
 //!   |                                                                       |
@@ -616,6 +616,9 @@ impl ProxyHttp for Proxy {
             .then(|| hop_by_hop::upgrade(&upstream_response.headers))
             .flatten();
         hop_by_hop::strip_response(upstream_response);
+        // RFC 9110 §6.2: the version is per hop; this proxy speaks HTTP/1.1 to its clients
+        // whatever the origin spoke (an HTTP/1.0 origin's status line must not leak).
+        upstream_response.set_version(http::Version::HTTP_11);
         if let Some(protocol) = upgrade {
             upstream_response.insert_header(header::CONNECTION, "Upgrade")?;
             upstream_response.insert_header(header::UPGRADE, protocol)?;

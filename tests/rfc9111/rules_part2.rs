@@ -163,3 +163,57 @@ fn if_modified_since_against_date_without_last_modified() {
     assert_eq!((earlier.status, earlier.body.as_str()), (200, "body"));
     assert_eq!(origin.hits(), 1, "all answered from the cache");
 }
+
+/// §5.2.2.3: `no-store, must-understand` on a status this cache understands is stored as
+/// if no-store were absent; on a status it does not understand, must-understand forbids
+/// storing, whatever else the response says.
+#[test]
+fn must_understand_overrides_no_store_for_understood_statuses() {
+    let cc = |status, value: &str| Reply::ok("x").status(status).header("cache-control", value);
+    check_reuse(
+        vec![
+            (
+                "200",
+                cc(200, "no-store, must-understand, max-age=3600"),
+                true,
+            ),
+            (
+                "302",
+                cc(302, "must-understand, no-store, max-age=3600"),
+                true,
+            ),
+            (
+                "299",
+                cc(299, "no-store, must-understand, max-age=3600"),
+                false,
+            ),
+            ("422", cc(422, "must-understand, max-age=3600"), false),
+            ("422 without", cc(422, "max-age=3600"), true),
+            ("no-store alone", cc(200, "no-store, max-age=3600"), false),
+        ],
+        &[],
+    );
+}
+
+/// RFC 9110 §6.2: the proxy answers with its own version, HTTP/1.1, also when the origin
+/// answered HTTP/1.0 (on a miss and on a hit).
+#[test]
+fn http10_origin_is_answered_as_http11() {
+    let origin = Origin::start(|_| {
+        Reply::ok("old")
+            .http10()
+            .header("cache-control", "max-age=3600")
+    });
+    let proxy = builder(&origin.url()).start();
+    let addr = format!("127.0.0.1:{}", proxy.port).parse().unwrap();
+    for expected in ["MISS", "HIT"] {
+        let out = support::raw(
+            addr,
+            b"GET /v HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+        );
+        assert!(out.starts_with("HTTP/1.1 200"), "{expected}: {out}");
+        let x_cache = format!("x-cache: {}", expected.to_ascii_lowercase());
+        assert!(out.to_ascii_lowercase().contains(&x_cache), "{out}");
+        assert!(out.ends_with("old"), "{out}");
+    }
+}
