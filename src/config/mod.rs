@@ -633,7 +633,12 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
         stale_retention: r.get("cache.stale_retention", Duration::from_secs(600), duration)?,
         heuristic_fraction: r.get("cache.heuristic_fraction", 0.1, fraction)?,
         heuristic_max: r.get("cache.heuristic_max", Duration::from_secs(86_400), duration)?,
-        stale_if_error: r.get("cache.stale_if_error", Duration::ZERO, duration)?,
+        // A day: long enough to ride out an origin outage that needs someone woken up.
+        stale_if_error: r.get(
+            "cache.stale_if_error",
+            Duration::from_secs(86_400),
+            duration,
+        )?,
         ignore_client_no_cache: r.get("cache.ignore_client_no_cache", false, boolean)?,
         targeted_cache_control: r.get(
             "cache.targeted_cache_control",

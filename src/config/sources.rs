@@ -74,7 +74,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("cache.stale_retention", "cache-stale-retention", "PROXY_CACHE_STALE_RETENTION", Kind::Value, "How long an expired entry is kept for revalidation and max-stale requests [default: 10m]"),
     setting("cache.heuristic_fraction", "cache-heuristic-fraction", "PROXY_CACHE_HEURISTIC_FRACTION", Kind::Value, "Freshness from Last-Modified: this fraction of the time since it; 0 = off [default: 0.1]"),
     setting("cache.heuristic_max", "cache-heuristic-max", "PROXY_CACHE_HEURISTIC_MAX", Kind::Value, "Cap on heuristic freshness [default: 1d]"),
-    setting("cache.stale_if_error", "cache-stale-if-error", "PROXY_CACHE_STALE_IF_ERROR", Kind::Value, "Serve stale responses this long past freshness when the origin fails, unless they forbid it [default: 0]"),
+    setting("cache.stale_if_error", "cache-stale-if-error", "PROXY_CACHE_STALE_IF_ERROR", Kind::Value, "Serve stale responses this long past freshness when the origin is unreachable, times out or answers 5xx, unless they forbid it; 0 = never [default: 1d]"),
     setting("cache.targeted_cache_control", "targeted-cache-control", "PROXY_TARGETED_CACHE_CONTROL", Kind::List, "Comma-separated targeted cache-control fields (RFC 9213) that govern this cache before Cache-Control, first valid one wins; empty = none [default: CDN-Cache-Control]"),
     setting("cache.ignore_client_no_cache", "cache-ignore-client-no-cache", "PROXY_CACHE_IGNORE_CLIENT_NO_CACHE", Kind::Switch, "Ignore request no-cache/max-age (forced reloads) to protect the origin [default: false]"),
     setting("cache.backend", "cache-backend", "PROXY_CACHE_BACKEND", Kind::Value, "Where the cache lives: memory, or redis (a shared tier behind an in-process one) [default: memory]"),

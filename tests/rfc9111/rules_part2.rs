@@ -217,3 +217,82 @@ fn http10_origin_is_answered_as_http11() {
         assert!(out.ends_with("old"), "{out}");
     }
 }
+
+/// An origin whose first answer for each path is `first`, and whose later answers come
+/// from `then(path)`.
+fn first_then(first: Reply, then: impl Fn(&str) -> Reply + Send + Sync + 'static) -> Origin {
+    let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    Origin::start(move |r| {
+        if seen.lock().unwrap().insert(r.path().to_owned()) {
+            first.clone()
+        } else {
+            then(r.path())
+        }
+    })
+}
+
+/// A response already stale on arrival (Age beyond max-age), with these directives.
+fn stale_on_arrival(cache_control: &str) -> Reply {
+    Reply::ok("good")
+        .header("cache-control", cache_control)
+        .header("date", &date(0))
+        .header("age", "100")
+}
+
+/// §4.2.4: a cache disconnected from the origin (connection refused, reset, closed
+/// without a response, timed out) serves its stale response, within the default
+/// `cache.stale_if_error` window (no stale-if-error from the origin).
+#[test]
+fn stale_served_when_the_origin_is_unreachable() {
+    use support::Failure;
+    let origin = first_then(stale_on_arrival("max-age=10"), |path| match path {
+        "/reset" => Reply::fail(Failure::Reset),
+        "/close" => Reply::fail(Failure::Close),
+        _ => Reply::ok("late").delay(Duration::from_secs(10)),
+    });
+    let proxy = builder(&origin.url()).args(&["--timeout", "1s"]).start();
+    for path in ["/reset", "/close", "/timeout", "/refused"] {
+        assert_eq!(get(&proxy.url(path)).x_cache(), "MISS", "{path}");
+    }
+    for path in ["/reset", "/close", "/timeout"] {
+        let r = get(&proxy.url(path));
+        assert_eq!(
+            (r.status, r.body.as_str(), r.x_cache()),
+            (200, "good", "STALE"),
+            "{path}"
+        );
+    }
+    origin.stop();
+    let r = get(&proxy.url("/refused"));
+    assert_eq!(
+        (r.status, r.body.as_str(), r.x_cache()),
+        (200, "good", "STALE"),
+        "refused"
+    );
+}
+
+/// §4.2.4: must-revalidate, proxy-revalidate, no-cache and s-maxage forbid serving stale:
+/// a disconnected cache answers with the error. With `cache.stale_if_error` 0, nothing
+/// is served stale without the origin's stale-if-error.
+#[test]
+fn stale_never_served_when_forbidden_or_configured_off() {
+    use support::Failure;
+    let forbidding = [
+        "max-age=10, must-revalidate",
+        "max-age=10, proxy-revalidate",
+        "no-cache",
+        "s-maxage=10",
+    ];
+    for (cc, args) in forbidding
+        .iter()
+        .map(|cc| (*cc, &[][..]))
+        .chain([("max-age=10", &["--cache-stale-if-error", "0"][..])])
+    {
+        let origin = first_then(stale_on_arrival(cc), |_| Reply::fail(Failure::Reset));
+        let proxy = builder(&origin.url()).args(args).start();
+        get(&proxy.url("/f"));
+        let r = get(&proxy.url("/f"));
+        assert!(r.status >= 500, "{cc} {args:?}: {r:?}");
+        assert_ne!(r.x_cache(), "STALE", "{cc} {args:?}");
+    }
+}
