@@ -296,3 +296,45 @@ fn stale_never_served_when_forbidden_or_configured_off() {
         assert_ne!(r.x_cache(), "STALE", "{cc} {args:?}");
     }
 }
+
+/// §4.1: selecting header values are normalised: whitespace around list members does not
+/// count; for Accept-Language neither do order and case, and a stored response whose
+/// Content-Language is the request's most preferred language (by q-value) is selected.
+#[test]
+fn vary_normalises_values_and_selects_by_language() {
+    let origin = Origin::start(|r| {
+        let reply =
+            Reply::ok(format!("{} {}", r.path(), r.target)).header("cache-control", "max-age=3600");
+        match r.path() {
+            "/foo" => reply.header("vary", "Foo"),
+            "/lang" => reply.header("vary", "Accept-Language"),
+            _ => reply
+                .header("vary", "Accept-Language")
+                .header("content-language", "fr"),
+        }
+    });
+    let proxy = builder(&origin.url()).start();
+    let send = |path: &str, name: &str, value: &str| {
+        request("GET", &proxy.url(path), &[(name, value)], None)
+            .x_cache()
+            .to_owned()
+    };
+    assert_eq!(send("/foo", "foo", "1,2"), "MISS");
+    assert_eq!(send("/foo", "foo", " 1, 2 "), "HIT");
+    assert_eq!(send("/foo", "foo", "2,1"), "MISS");
+
+    assert_eq!(send("/lang", "accept-language", "en, de"), "MISS");
+    for same in ["de, en", "eN, De", " en ,   de", "de;q=1.0, en"] {
+        assert_eq!(send("/lang", "accept-language", same), "HIT", "{same}");
+    }
+    assert_eq!(send("/lang", "accept-language", "en, fr"), "MISS");
+
+    // Stored in French for "de, fr": French is one of its top choices, and the top choice
+    // of the next request.
+    assert_eq!(send("/select", "accept-language", "de, fr"), "MISS");
+    assert_eq!(
+        send("/select", "accept-language", "en;q=0.5, fr;q=1.0"),
+        "HIT"
+    );
+    assert_eq!(send("/select", "accept-language", "de"), "MISS");
+}
