@@ -129,6 +129,27 @@ impl CachePolicy {
         RespCacheable::Cacheable(meta)
     }
 
+    /// Whether a response to a POST may be stored for later GETs of its URL (RFC 9111 §4,
+    /// RFC 9110 §9.3.3): only with explicit freshness and a `Content-Location` that is the
+    /// request's own URI, and then by the same rules as any response.
+    pub fn post_response_cacheable(
+        &self,
+        req: &RequestHeader,
+        resp: &ResponseHeader,
+    ) -> Option<CacheMeta> {
+        let directives = self.directives(resp);
+        let explicit = directives.delta("s-maxage").is_present()
+            || directives.delta("max-age").is_present()
+            || (directives.uses_expires() && resp.headers.contains_key(header::EXPIRES));
+        if req.method != Method::POST || !explicit || !content_location_is_target(req, resp) {
+            return None;
+        }
+        match self.response_cacheable_at(req, resp, SystemTime::now()) {
+            RespCacheable::Cacheable(meta) => Some(meta),
+            RespCacheable::Uncacheable(_) => None,
+        }
+    }
+
     /// The directives that govern this cache for `resp` (a targeted field or Cache-Control).
     pub fn directives<'a>(&self, resp: &'a ResponseHeader) -> ResponseDirectives<'a> {
         ResponseDirectives::read(&resp.headers, &self.targets)
@@ -148,6 +169,30 @@ impl CachePolicy {
         let sie = secs("stale-if-error").unwrap_or(configured);
         (swr, sie)
     }
+}
+
+/// Whether `resp`'s `Content-Location` names the URI `req` was sent to (absolute on the
+/// same host, or an absolute path).
+fn content_location_is_target(req: &RequestHeader, resp: &ResponseHeader) -> bool {
+    let Some(location) = resp
+        .headers
+        .get(header::CONTENT_LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+    else {
+        return false;
+    };
+    let Ok(uri) = location.parse::<http::Uri>() else {
+        return false;
+    };
+    let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let same_host = match uri.authority() {
+        Some(authority) => {
+            super::key::same_host(authority.as_str(), super::key::request_host(req), false)
+        }
+        None => location.starts_with('/'),
+    };
+    same_host && uri.path_and_query().map_or("/", |pq| pq.as_str()) == target
 }
 
 /// Status codes whose caching semantics this cache implements (for `must-understand`): the
@@ -438,6 +483,42 @@ mod tests {
         assert_eq!(cc(422, "must-understand, max-age=60"), None);
         assert_eq!(cc(422, "max-age=60"), Some(60));
         assert_eq!(cc(200, "no-store, must-understand, private"), None);
+    }
+
+    #[test]
+    fn post_responses_need_content_location_and_explicit_freshness() {
+        let p = policy();
+        let mut post = RequestHeader::build("POST", b"/form?x=1", None).unwrap();
+        post.insert_header("host", "example.com").unwrap();
+        let ok = |h: &[(&str, &str)]| p.post_response_cacheable(&post, &resp(200, h)).is_some();
+        assert!(ok(&[
+            ("content-location", "/form?x=1"),
+            ("cache-control", "max-age=60")
+        ]));
+        assert!(ok(&[
+            ("content-location", "http://example.com/form?x=1"),
+            ("cache-control", "max-age=60")
+        ]));
+        assert!(
+            !ok(&[("content-location", "/form?x=1")]),
+            "no explicit freshness"
+        );
+        assert!(!ok(&[
+            ("content-location", "/other"),
+            ("cache-control", "max-age=60")
+        ]));
+        assert!(!ok(&[
+            ("content-location", "http://other.example/form?x=1"),
+            ("cache-control", "max-age=60")
+        ]));
+        assert!(
+            !ok(&[("cache-control", "max-age=60")]),
+            "no Content-Location"
+        );
+        assert!(!ok(&[
+            ("content-location", "/form?x=1"),
+            ("cache-control", "max-age=60, no-store")
+        ]));
     }
 
     #[test]

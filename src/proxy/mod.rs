@@ -20,13 +20,15 @@
 //! should_serve_stale       stale-while-revalidate / stale-if-error          |
 //!   |                                                                       |
 //! response_filter          X-Cache, counters, invalidation after unsafe  <--+
-//!                          methods, private targeted fields out,
+//!                          methods, POST responses for later GETs
+//!                          (`post_reuse`), private targeted fields out,
 //!                          X-Request-Id, security headers, CORS,
 //!                          route header rules; Connection: close while draining
 //! fail_to_proxy            any failure above: one JSON error (502, 504, ...)
 //! fail_to_connect,         origin errors counted by kind; retried on another
 //!   error_while_proxy      server of the group (see `retry`)
-//! logging                  access record; request metrics
+//! response_body_filter     collects a POST response to be stored
+//! logging                  stores it; access record; request metrics
 //! ```
 //!
 //! Responses the proxy writes itself (probe and preflight answers, PURGE results, errors)
@@ -34,6 +36,7 @@
 
 pub mod cors;
 pub mod hop_by_hop;
+pub mod post_reuse;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,6 +71,7 @@ use crate::metrics::{status_class, METRICS};
 use crate::routes::{self, Route, Router};
 use crate::upstream;
 use cors::CorsDecision;
+use post_reuse::PendingStore;
 
 /// Idle upstream connections are kept this long for reuse.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -117,6 +121,8 @@ pub struct RequestCtx {
     /// The server of the current attempt, and those that failed this request before.
     server: Option<Backend>,
     failed: Vec<Backend>,
+    /// A POST response being collected to be stored for GETs of its URL.
+    post_store: Option<PendingStore>,
 }
 
 impl RequestCtx {
@@ -328,6 +334,7 @@ impl ProxyHttp for Proxy {
             upgrade: None,
             server: None,
             failed: Vec::new(),
+            post_store: None,
         }
     }
 
@@ -651,6 +658,14 @@ impl ProxyHttp for Proxy {
                 warn!("invalidation failed, request_id={}: {e}", ctx.request_id);
             }
         }
+        let req = session.req_header();
+        if req.method == http::Method::POST
+            && ctx.upgrade.is_none()
+            && ctx.route.as_ref().is_some_and(|r| r.caches())
+        {
+            let key = request_key(req, ctx.route.as_deref());
+            ctx.post_store = PendingStore::start(&self.cache, key, req, upstream_response);
+        }
         if session.is_process_shutting_down() {
             // Draining: this response is the connection's last, and says so, so that the
             // client does not send another request on a connection about to close.
@@ -674,6 +689,21 @@ impl ProxyHttp for Proxy {
             routes::apply_response_rules(&route.response_headers, upstream_response);
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(store) = ctx.post_store.as_mut() {
+            if !store.push(body.as_ref(), end_of_stream) {
+                ctx.post_store = None;
+            }
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -776,6 +806,9 @@ impl ProxyHttp for Proxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if ctx.probe {
             return;
+        }
+        if let (None, Some(store)) = (e, ctx.post_store.take()) {
+            store.commit(&self.cache).await;
         }
         if self.shared_tier && ctx.cache_enabled && ctx.upstream_started.is_some() {
             // A fetch that stored nothing ends the fill here, so other instances waiting

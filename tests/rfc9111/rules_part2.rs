@@ -338,3 +338,43 @@ fn vary_normalises_values_and_selects_by_language() {
     );
     assert_eq!(send("/select", "accept-language", "de"), "MISS");
 }
+
+/// RFC 9111 §4, RFC 9110 §9.3.3: a POST response whose Content-Location is its own URL
+/// and that has explicit freshness is reused for a later GET of that URL; without either,
+/// the GET goes to the origin.
+#[test]
+fn post_response_with_content_location_is_reused_for_get() {
+    let origin = Origin::start(|r| {
+        let reply = Reply::ok(format!("{} {}", r.method, r.target));
+        match (r.method.as_str(), r.path()) {
+            ("POST", "/form") => reply
+                .header("content-location", &r.target)
+                .header("expires", &date(30 * 86_400))
+                .header("date", &date(0)),
+            ("POST", "/no-freshness") => reply.header("content-location", &r.target),
+            ("POST", "/elsewhere") => reply
+                .header("content-location", "/other")
+                .header("cache-control", "max-age=3600"),
+            _ => reply.header("cache-control", "max-age=3600"),
+        }
+    });
+    let proxy = builder(&origin.url()).start();
+    for path in ["/form?id=1", "/no-freshness", "/elsewhere"] {
+        let post = request("POST", &proxy.url(path), &[], Some("12345"));
+        assert_eq!((post.status, post.x_cache()), (200, "BYPASS"), "{path}");
+    }
+    let got = get(&proxy.url("/form?id=1"));
+    assert_eq!(
+        (got.x_cache(), got.body.as_str()),
+        ("HIT", "POST /form?id=1")
+    );
+    for path in ["/no-freshness", "/elsewhere"] {
+        let got = get(&proxy.url(path));
+        let expected = format!("GET {path}");
+        assert_eq!(
+            (got.x_cache(), got.body.as_str()),
+            ("MISS", expected.as_str()),
+            "{path}"
+        );
+    }
+}
