@@ -1,6 +1,6 @@
 //! RFC 9111 (HTTP Caching) rule by rule through the real proxy, with the in-memory cache.
-//! The rules themselves are in `rfc9111/rules.rs`; `rfc9111_redis.rs` runs them again with
-//! the shared Redis tier as the only cache.
+//! The rules themselves are in `rfc9111/rules.rs` and `rfc9111/rules_part2.rs`;
+//! `rfc9111_redis.rs` runs them again with the shared Redis tier as the only cache.
 
 mod support;
 
@@ -13,3 +13,6 @@ fn builder(origin: &str) -> ProxyBuilder {
 
 #[path = "rfc9111/rules.rs"]
 mod rules;
+
+#[path = "rfc9111/rules_part2.rs"]
+mod rules_part2;

@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 use http::header::{AGE, CACHE_CONTROL, DATE, EXPIRES, LAST_MODIFIED};
 use http::{HeaderMap, StatusCode};
 
+use super::directives::ResponseDirectives;
+
 /// Delta-seconds beyond this are read as this (RFC 9111 §1.2.2).
 pub const DELTA_SECONDS_MAX: u32 = 2_147_483_648;
 
@@ -116,13 +118,51 @@ pub struct FreshnessRules {
     pub heuristic_max: Duration,
 }
 
-/// Status codes whose responses may be given heuristic or default freshness (RFC 9110
-/// §15.1), minus 206 (never stored) and 501 (no 5xx is stored without explicit freshness).
+/// Status codes whose responses may be given heuristic or default freshness: exactly the
+/// heuristically cacheable ones of RFC 9110 §15.1. (A 206 is never stored whole: see
+/// `policy`.)
 pub fn cacheable_by_default(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     )
+}
+
+/// An HTTP-date in any of its three forms (IMF-fixdate, obsolete RFC 850, asctime; RFC 9110
+/// §5.6.7), with any letter case in weekday, month and `GMT`: recipients are asked to be
+/// lenient, and origins do send `THU` or `gmt`.
+pub fn parse_http_date(value: &str) -> Option<SystemTime> {
+    let value = value.trim();
+    if !value.is_ascii() {
+        return None;
+    }
+    // httpdate reads the canonical spelling: `Thu`, `Thursday`, `Aug`, `GMT`.
+    let mut canonical = String::with_capacity(value.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.eq_ignore_ascii_case("gmt") {
+            out.push_str("GMT");
+        } else {
+            for (i, c) in word.chars().enumerate() {
+                out.push(if i == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                });
+            }
+        }
+        word.clear();
+    };
+    for c in value.chars() {
+        if c.is_ascii_alphabetic() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut canonical);
+            canonical.push(c);
+        }
+    }
+    flush(&mut word, &mut canonical);
+    httpdate::parse_http_date(&canonical).ok()
 }
 
 fn http_date(headers: &HeaderMap, name: &http::HeaderName) -> Option<SystemTime> {
@@ -131,28 +171,30 @@ fn http_date(headers: &HeaderMap, name: &http::HeaderName) -> Option<SystemTime>
     if values.next().is_some() {
         return None;
     }
-    httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()
+    parse_http_date(value.to_str().ok()?)
 }
 
 /// The freshness lifetime (§4.2.1), or `None` when the response has none and gets none.
+/// `directives` are the ones that govern this cache (a targeted field or Cache-Control).
 pub fn lifetime(
     headers: &HeaderMap,
+    directives: &ResponseDirectives,
     status: StatusCode,
     now: SystemTime,
     rules: &FreshnessRules,
 ) -> Option<(Duration, Source)> {
     let explicit = |secs: u32| Some((Duration::from_secs(secs.into()), Source::Explicit));
-    if has(headers, "no-cache") {
+    if directives.has("no-cache") {
         return explicit(0);
     }
     for name in ["s-maxage", "max-age"] {
-        match delta(headers, &CACHE_CONTROL, name) {
+        match directives.delta(name) {
             Delta::Valid(secs) => return explicit(secs),
             Delta::Invalid | Delta::Bare => return explicit(0),
             Delta::Absent => {}
         }
     }
-    if headers.contains_key(EXPIRES) {
+    if directives.uses_expires() && headers.contains_key(EXPIRES) {
         // Several Expires lines or an invalid date: already expired (§5.3).
         let Some(expires) = http_date(headers, &EXPIRES) else {
             return explicit(0);
@@ -162,7 +204,7 @@ pub fn lifetime(
         return explicit(secs.min(DELTA_SECONDS_MAX as u64) as u32);
     }
     // `public` lets a shared cache give heuristic freshness to any non-error status (§4.2.2).
-    let public = has(headers, "public") && status.as_u16() < 500;
+    let public = directives.has("public") && status.as_u16() < 500;
     if !cacheable_by_default(status) && !public {
         return None;
     }
@@ -184,11 +226,13 @@ pub fn lifetime(
 }
 
 /// The age of a response when it arrives (§4.2.3): the larger of the origin's `Age` and
-/// the time elapsed since its `Date`.
+/// the time elapsed since its `Date`. Of an `Age` that holds a list (`7200, 0`), or of
+/// several `Age` lines, the first member counts.
 pub fn initial_age(headers: &HeaderMap, now: SystemTime) -> Duration {
     let age_value = headers
         .get(AGE)
         .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
         .and_then(|v| match parse_delta(v.trim()) {
             Delta::Valid(secs) => Some(Duration::from_secs(secs.into())),
             _ => None,
@@ -222,8 +266,17 @@ mod tests {
         h
     }
 
+    fn life(
+        h: &HeaderMap,
+        status: StatusCode,
+        now: SystemTime,
+        rules: &FreshnessRules,
+    ) -> Option<(Duration, Source)> {
+        lifetime(h, &ResponseDirectives::CacheControl(h), status, now, rules)
+    }
+
     fn secs(pairs: &[(&str, &str)]) -> Option<(u64, Source)> {
-        lifetime(&headers(pairs), StatusCode::OK, SystemTime::now(), &RULES)
+        life(&headers(pairs), StatusCode::OK, SystemTime::now(), &RULES)
             .map(|(d, s)| (d.as_secs(), s))
     }
 
@@ -322,7 +375,7 @@ mod tests {
             ..RULES
         };
         assert_eq!(
-            lifetime(
+            life(
                 &headers(&[("last-modified", &lm)]),
                 StatusCode::OK,
                 now,
@@ -330,12 +383,9 @@ mod tests {
             ),
             None
         );
+        assert_eq!(life(&headers(&[]), StatusCode::FOUND, now, &RULES), None);
         assert_eq!(
-            lifetime(&headers(&[]), StatusCode::FOUND, now, &RULES),
-            None
-        );
-        assert_eq!(
-            lifetime(
+            life(
                 &headers(&[]),
                 StatusCode::INTERNAL_SERVER_ERROR,
                 now,
@@ -343,6 +393,43 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn http_dates_in_every_form_and_case() {
+        let t = httpdate::parse_http_date("Thu, 18 Aug 2050 02:01:18 GMT").unwrap();
+        for v in [
+            "Thu, 18 Aug 2050 02:01:18 GMT",
+            "THU, 18 Aug 2050 02:01:18 GMT",
+            "Thu, 18 AUG 2050 02:01:18 GMT",
+            "Thu, 18 Aug 2050 02:01:18 gMT",
+            " thu, 18 aug 2050 02:01:18 gmt ",
+            "Thursday, 18-Aug-50 02:01:18 GMT",
+            "THURSDAY, 18-aug-50 02:01:18 Gmt",
+            "Thu Aug 18 02:01:18 2050",
+            "thu AUG 18 02:01:18 2050",
+        ] {
+            assert_eq!(parse_http_date(v), Some(t), "{v:?}");
+        }
+        for v in [
+            "0",
+            "Thu, 18 Aug 2050 02:01:18 UTC",
+            "Fri, 18 Aug 2050 02:01:18 GMT",
+            "é",
+        ] {
+            assert_eq!(parse_http_date(v), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn age_list_uses_its_first_member() {
+        let now = SystemTime::now();
+        let age = |v: &str| initial_age(&headers(&[("age", v)]), now).as_secs();
+        assert_eq!(age("7200, 0"), 7200);
+        assert_eq!(age("0, 7200"), 0);
+        assert_eq!(age("7200,0"), 7200);
+        let two_lines = headers(&[("age", "0"), ("age", "7200")]);
+        assert_eq!(initial_age(&two_lines, now).as_secs(), 0);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! This module decides what is cached and holds it; it knows nothing of Pingora sessions or
 //! of the admin API's routes.
 
+pub mod conditional;
+pub mod directives;
 pub mod freshness;
 pub mod invalidation;
 pub mod key;
@@ -18,6 +20,7 @@ use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::CacheOptionOverrides;
 
 use crate::config::{BackendConfig, CacheConfig};
+use directives::TargetList;
 use freshness::FreshnessRules;
 pub use policy::{merge_not_modified, CachePolicy, HitDecision, RequestDirectives};
 pub use stats::{CacheStats, CacheStatus, StatsSnapshot};
@@ -105,6 +108,7 @@ impl Cache {
                 },
                 stale_if_error: config.stale_if_error,
                 ignore_client_no_cache: config.ignore_client_no_cache,
+                targets: TargetList::new(config.targeted_cache_control.clone()),
             },
             stats: CacheStats::default(),
             limits,

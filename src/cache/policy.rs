@@ -18,6 +18,7 @@ use http::{Method, StatusCode};
 use pingora_cache::{CacheMeta, NoCacheReason, RespCacheable};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use super::directives::{ResponseDirectives, TargetList};
 use super::freshness::{self, Delta, FreshnessRules};
 use super::vary;
 
@@ -30,6 +31,8 @@ pub struct CachePolicy {
     /// Ignore request `no-cache`/`max-age`/`Pragma: no-cache`, protecting the origin from
     /// clients that force reloads.
     pub ignore_client_no_cache: bool,
+    /// Targeted fields (RFC 9213) that govern this cache before Cache-Control.
+    pub targets: TargetList,
 }
 
 impl CachePolicy {
@@ -66,10 +69,17 @@ impl CachePolicy {
         if freshness::has(&req.headers, "no-store") {
             return Uncacheable(NoCacheReason::Custom("request-no-store"));
         }
-        // Directives are read with `freshness`, one reader for all of them: Pingora's parser
-        // keeps only the last of duplicate directives.
-        let has = |directive| freshness::has(&resp.headers, directive);
-        if has("no-store") || has("private") {
+        // Directives are read by one reader for all of them (Pingora's parser keeps only the
+        // last of duplicate directives), from a targeted field when one governs this cache.
+        let directives = self.directives(resp);
+        let has = |directive| directives.has(directive);
+        // §5.2.2.3: `must-understand` stores only a status this cache understands, and then
+        // overrides the `no-store` sent along for caches that do not know it.
+        let must_understand = has("must-understand");
+        if must_understand && !understood(resp.status) {
+            return Uncacheable(NoCacheReason::Custom("must-understand"));
+        }
+        if (has("no-store") && !must_understand) || has("private") {
             return Uncacheable(NoCacheReason::OriginNotCache);
         }
         // §3.5: a response to an authenticated request is shared only when it says so.
@@ -87,9 +97,13 @@ impl CachePolicy {
             // A part is never stored as if it were the whole object.
             return Uncacheable(NoCacheReason::Custom("partial-content"));
         }
-        let Some((lifetime, _)) =
-            freshness::lifetime(&resp.headers, resp.status, now, &self.freshness)
-        else {
+        let Some((lifetime, _)) = freshness::lifetime(
+            &resp.headers,
+            &directives,
+            resp.status,
+            now,
+            &self.freshness,
+        ) else {
             return Uncacheable(NoCacheReason::OriginNotCache);
         };
 
@@ -103,7 +117,7 @@ impl CachePolicy {
                 now.checked_sub(stale_for).unwrap_or(SystemTime::UNIX_EPOCH)
             }
         };
-        let (swr, sie) = self.stale_windows(&resp.headers);
+        let (swr, sie) = self.stale_windows(&directives);
         // Fields named by `no-cache="..."` are kept: every use of such a response is
         // revalidated first (`freshness::lifetime` gives it no freshness), which is what the
         // qualified form asks for those fields. `private` responses are not stored at all.
@@ -115,12 +129,38 @@ impl CachePolicy {
         RespCacheable::Cacheable(meta)
     }
 
+    /// Whether a response to a POST may be stored for later GETs of its URL (RFC 9111 §4,
+    /// RFC 9110 §9.3.3): only with explicit freshness and a `Content-Location` that is the
+    /// request's own URI, and then by the same rules as any response.
+    pub fn post_response_cacheable(
+        &self,
+        req: &RequestHeader,
+        resp: &ResponseHeader,
+    ) -> Option<CacheMeta> {
+        let directives = self.directives(resp);
+        let explicit = directives.delta("s-maxage").is_present()
+            || directives.delta("max-age").is_present()
+            || (directives.uses_expires() && resp.headers.contains_key(header::EXPIRES));
+        if req.method != Method::POST || !explicit || !content_location_is_target(req, resp) {
+            return None;
+        }
+        match self.response_cacheable_at(req, resp, SystemTime::now()) {
+            RespCacheable::Cacheable(meta) => Some(meta),
+            RespCacheable::Uncacheable(_) => None,
+        }
+    }
+
+    /// The directives that govern this cache for `resp` (a targeted field or Cache-Control).
+    pub fn directives<'a>(&self, resp: &'a ResponseHeader) -> ResponseDirectives<'a> {
+        ResponseDirectives::read(&resp.headers, &self.targets)
+    }
+
     /// Seconds a stale response may be served while revalidating and on origin errors.
-    fn stale_windows(&self, headers: &http::HeaderMap) -> (u32, u32) {
-        if forbids_stale(headers) {
+    fn stale_windows(&self, directives: &ResponseDirectives) -> (u32, u32) {
+        if forbids_stale(directives) {
             return (0, 0);
         }
-        let secs = |name| match freshness::delta(headers, &CACHE_CONTROL, name) {
+        let secs = |name| match directives.delta(name) {
             Delta::Valid(s) => Some(s),
             _ => None,
         };
@@ -129,6 +169,36 @@ impl CachePolicy {
         let sie = secs("stale-if-error").unwrap_or(configured);
         (swr, sie)
     }
+}
+
+/// Whether `resp`'s `Content-Location` names the URI `req` was sent to (absolute on the
+/// same host, or an absolute path).
+fn content_location_is_target(req: &RequestHeader, resp: &ResponseHeader) -> bool {
+    let Some(location) = resp
+        .headers
+        .get(header::CONTENT_LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+    else {
+        return false;
+    };
+    let Ok(uri) = location.parse::<http::Uri>() else {
+        return false;
+    };
+    let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let same_host = match uri.authority() {
+        Some(authority) => {
+            super::key::same_host(authority.as_str(), super::key::request_host(req), false)
+        }
+        None => location.starts_with('/'),
+    };
+    same_host && uri.path_and_query().map_or("/", |pq| pq.as_str()) == target
+}
+
+/// Status codes whose caching semantics this cache implements (for `must-understand`): the
+/// heuristically cacheable ones and the redirects stored with explicit freshness.
+fn understood(status: StatusCode) -> bool {
+    freshness::cacheable_by_default(status) || matches!(status.as_u16(), 302 | 303 | 307)
 }
 
 /// The stored header updated from a 304 (§3.2, §4.3.4): every field of the 304 replaces the
@@ -153,7 +223,7 @@ pub fn merge_not_modified(
 
 /// Whether a stored response may never be served stale (§4.2.4): `must-revalidate`,
 /// `proxy-revalidate`, `s-maxage` (for a shared cache) and `no-cache` forbid it.
-pub fn forbids_stale(headers: &http::HeaderMap) -> bool {
+pub fn forbids_stale(directives: &ResponseDirectives) -> bool {
     [
         "must-revalidate",
         "proxy-revalidate",
@@ -161,7 +231,7 @@ pub fn forbids_stale(headers: &http::HeaderMap) -> bool {
         "no-cache",
     ]
     .iter()
-    .any(|d| freshness::has(headers, d))
+    .any(|d| directives.has(d))
 }
 
 /// What a request asks of the cache (§5.2.1).
@@ -226,8 +296,9 @@ impl RequestDirectives {
         d
     }
 
-    /// Applies the directives to a stored response.
-    pub fn on_hit(&self, meta: &CacheMeta, now: SystemTime) -> HitDecision {
+    /// Applies the directives to a stored response; `targets` tells which of its fields
+    /// govern this cache.
+    pub fn on_hit(&self, meta: &CacheMeta, targets: &TargetList, now: SystemTime) -> HitDecision {
         if self.no_cache {
             return HitDecision::Revalidate;
         }
@@ -247,7 +318,8 @@ impl RequestDirectives {
             if let Some(limit) = self.max_stale {
                 let stale_for = now.duration_since(meta.fresh_until()).unwrap_or_default();
                 let within = limit.is_none_or(|max| stale_for.as_secs() <= max.into());
-                if within && !forbids_stale(meta.headers()) {
+                let stored = ResponseDirectives::read(meta.headers(), targets);
+                if within && !forbids_stale(&stored) {
                     return HitDecision::ServeStale;
                 }
             }
@@ -269,6 +341,7 @@ mod tests {
             },
             stale_if_error: Duration::ZERO,
             ignore_client_no_cache: false,
+            targets: TargetList::standard(),
         }
     }
 
@@ -398,6 +471,54 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn must_understand_overrides_no_store_for_understood_statuses() {
+        let p = policy();
+        let cc = |status, v| ttl(&p, &get(), &resp(status, &[("cache-control", v)]));
+        assert_eq!(cc(200, "no-store, must-understand, max-age=60"), Some(60));
+        assert_eq!(cc(302, "must-understand, no-store, max-age=60"), Some(60));
+        assert_eq!(cc(299, "no-store, must-understand, max-age=60"), None);
+        assert_eq!(cc(422, "must-understand, max-age=60"), None);
+        assert_eq!(cc(422, "max-age=60"), Some(60));
+        assert_eq!(cc(200, "no-store, must-understand, private"), None);
+    }
+
+    #[test]
+    fn post_responses_need_content_location_and_explicit_freshness() {
+        let p = policy();
+        let mut post = RequestHeader::build("POST", b"/form?x=1", None).unwrap();
+        post.insert_header("host", "example.com").unwrap();
+        let ok = |h: &[(&str, &str)]| p.post_response_cacheable(&post, &resp(200, h)).is_some();
+        assert!(ok(&[
+            ("content-location", "/form?x=1"),
+            ("cache-control", "max-age=60")
+        ]));
+        assert!(ok(&[
+            ("content-location", "http://example.com/form?x=1"),
+            ("cache-control", "max-age=60")
+        ]));
+        assert!(
+            !ok(&[("content-location", "/form?x=1")]),
+            "no explicit freshness"
+        );
+        assert!(!ok(&[
+            ("content-location", "/other"),
+            ("cache-control", "max-age=60")
+        ]));
+        assert!(!ok(&[
+            ("content-location", "http://other.example/form?x=1"),
+            ("cache-control", "max-age=60")
+        ]));
+        assert!(
+            !ok(&[("cache-control", "max-age=60")]),
+            "no Content-Location"
+        );
+        assert!(!ok(&[
+            ("content-location", "/form?x=1"),
+            ("cache-control", "max-age=60, no-store")
+        ]));
     }
 
     #[test]
@@ -548,25 +669,26 @@ mod tests {
         )
         .unwrap();
         let d = |h: &[(&str, &str)]| RequestDirectives::from_request(&req(h), false);
-        assert_eq!(d(&[]).on_hit(&fresh, now), HitDecision::Default);
+        let t = TargetList::standard();
+        assert_eq!(d(&[]).on_hit(&fresh, &t, now), HitDecision::Default);
         assert_eq!(
-            d(&[("cache-control", "no-cache")]).on_hit(&fresh, now),
+            d(&[("cache-control", "no-cache")]).on_hit(&fresh, &t, now),
             HitDecision::Revalidate
         );
         assert_eq!(
-            d(&[("cache-control", "max-age=5")]).on_hit(&fresh, now),
+            d(&[("cache-control", "max-age=5")]).on_hit(&fresh, &t, now),
             HitDecision::Revalidate
         );
         assert_eq!(
-            d(&[("cache-control", "max-age=50")]).on_hit(&fresh, now),
+            d(&[("cache-control", "max-age=50")]).on_hit(&fresh, &t, now),
             HitDecision::Default
         );
         assert_eq!(
-            d(&[("cache-control", "min-fresh=95")]).on_hit(&fresh, now),
+            d(&[("cache-control", "min-fresh=95")]).on_hit(&fresh, &t, now),
             HitDecision::Revalidate
         );
         assert_eq!(
-            d(&[("cache-control", "min-fresh=10")]).on_hit(&fresh, now),
+            d(&[("cache-control", "min-fresh=10")]).on_hit(&fresh, &t, now),
             HitDecision::Default
         );
 
@@ -578,15 +700,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            d(&[("cache-control", "max-stale")]).on_hit(&stale, now),
+            d(&[("cache-control", "max-stale")]).on_hit(&stale, &t, now),
             HitDecision::ServeStale
         );
         assert_eq!(
-            d(&[("cache-control", "max-stale=60")]).on_hit(&stale, now),
+            d(&[("cache-control", "max-stale=60")]).on_hit(&stale, &t, now),
             HitDecision::ServeStale
         );
         assert_eq!(
-            d(&[("cache-control", "max-stale=5")]).on_hit(&stale, now),
+            d(&[("cache-control", "max-stale=5")]).on_hit(&stale, &t, now),
             HitDecision::Default
         );
         let must = meta(
@@ -603,7 +725,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            d(&[("cache-control", "max-stale")]).on_hit(&must, now),
+            d(&[("cache-control", "max-stale")]).on_hit(&must, &t, now),
             HitDecision::Default
         );
     }

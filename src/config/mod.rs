@@ -105,6 +105,9 @@ pub struct CacheConfig {
     pub heuristic_max: Duration,
     pub stale_if_error: Duration,
     pub ignore_client_no_cache: bool,
+    /// Targeted cache-control fields (RFC 9213) obeyed before Cache-Control, first match wins.
+    /// Header names, lower case; empty turns targeted fields off.
+    pub targeted_cache_control: Vec<http::HeaderName>,
     /// Whether `PURGE` requests are accepted on the proxy port.
     pub purge: bool,
     /// Where entries live: this process only, or a shared Redis tier behind it.
@@ -241,6 +244,7 @@ impl Config {
                 "max_entries": c.max_entries,
                 "max_object_bytes": c.max_object_bytes,
                 "stale_if_error_s": c.stale_if_error.as_secs(),
+                "targeted_cache_control": c.targeted_cache_control.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
                 "heuristic_fraction": c.heuristic_fraction,
                 "purge": c.purge,
                 "backend": match &c.backend {
@@ -554,6 +558,22 @@ fn origin(text: &str) -> Result<Origin, String> {
     })
 }
 
+/// A comma-separated list of header field names; empty turns targeted fields off.
+fn targeted_fields(text: &str) -> Result<Vec<http::HeaderName>, String> {
+    let mut fields = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let field = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("contains {name:?}, which is not a header field name"))?;
+        if field == http::header::CACHE_CONTROL {
+            return Err("lists Cache-Control itself, which is what targeted fields replace".into());
+        }
+        if !fields.contains(&field) {
+            fields.push(field);
+        }
+    }
+    Ok(fields)
+}
+
 fn allowed_origins(text: &str) -> Result<AllowedOrigins, String> {
     let items: Vec<String> = text
         .split(',')
@@ -615,8 +635,18 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
         stale_retention: r.get("cache.stale_retention", Duration::from_secs(600), duration)?,
         heuristic_fraction: r.get("cache.heuristic_fraction", 0.1, fraction)?,
         heuristic_max: r.get("cache.heuristic_max", Duration::from_secs(86_400), duration)?,
-        stale_if_error: r.get("cache.stale_if_error", Duration::ZERO, duration)?,
+        // A day: long enough to ride out an origin outage that needs someone woken up.
+        stale_if_error: r.get(
+            "cache.stale_if_error",
+            Duration::from_secs(86_400),
+            duration,
+        )?,
         ignore_client_no_cache: r.get("cache.ignore_client_no_cache", false, boolean)?,
+        targeted_cache_control: r.get(
+            "cache.targeted_cache_control",
+            vec![http::HeaderName::from_static("cdn-cache-control")],
+            targeted_fields,
+        )?,
         purge: r.get("purge.enabled", false, boolean)?,
         backend: resolve_backend(r)?,
     };

@@ -7,6 +7,7 @@
 //! cache_key_callback       scheme + host + path?query, minus the route's ignored params
 //! cache_vary_filter        picks the stored variant matching the request's Vary
 //! cache_hit_filter         request no-cache/max-age/min-fresh/max-stale vs the entry
+//! cache_not_modified_filter  304 for matching conditionals (Date without Last-Modified)
 //!   |-- usable hit (fresh, or stale as allowed) ----------------------------+
 //!   |   miss/expired: concurrent requests for a key wait on the cache lock  |
 //! proxy_upstream_filter    only-if-cached: 504 instead of going upstream    |
@@ -14,17 +15,20 @@
 //!                          servers that failed this request), timeouts      |
 //! upstream_request_filter  Host, X-Request-Id, X-Forwarded-*; hop-by-hop out|
 //!                          (Upgrade kept for upgrades); route header rules  |
-//! upstream_response_filter hop-by-hop out, Date in; keeps 304 fields        |
+//! upstream_response_filter hop-by-hop out, Date in, HTTP/1.1; 304 fields   |
 //! response_cache_filter    store or not, and for how long (cache::policy)   |
 //! should_serve_stale       stale-while-revalidate / stale-if-error          |
 //!   |                                                                       |
 //! response_filter          X-Cache, counters, invalidation after unsafe  <--+
-//!                          methods, X-Request-Id, security headers, CORS,
+//!                          methods, POST responses for later GETs
+//!                          (`post_reuse`), private targeted fields out,
+//!                          X-Request-Id, security headers, CORS,
 //!                          route header rules; Connection: close while draining
 //! fail_to_proxy            any failure above: one JSON error (502, 504, ...)
 //! fail_to_connect,         origin errors counted by kind; retried on another
 //!   error_while_proxy      server of the group (see `retry`)
-//! logging                  access record; request metrics
+//! response_body_filter     collects a POST response to be stored
+//! logging                  stores it; access record; request metrics
 //! ```
 //!
 //! Responses the proxy writes itself (probe and preflight answers, PURGE results, errors)
@@ -32,6 +36,7 @@
 
 pub mod cors;
 pub mod hop_by_hop;
+pub mod post_reuse;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,8 +59,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::admin::{ProbeToken, PROBE_HEADER};
 use crate::auth::AdminAuth;
 use crate::cache::{
-    invalidation, key, merge_not_modified, vary, Cache, CachePolicy, CacheStatus, HitDecision,
-    RequestDirectives,
+    conditional, invalidation, key, merge_not_modified, vary, Cache, CachePolicy, CacheStatus,
+    HitDecision, RequestDirectives,
 };
 use crate::config::routing::Selection;
 use crate::config::{Config, CorsConfig, UpstreamConfig};
@@ -66,6 +71,7 @@ use crate::metrics::{status_class, METRICS};
 use crate::routes::{self, Route, Router};
 use crate::upstream;
 use cors::CorsDecision;
+use post_reuse::PendingStore;
 
 /// Idle upstream connections are kept this long for reuse.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -115,6 +121,8 @@ pub struct RequestCtx {
     /// The server of the current attempt, and those that failed this request before.
     server: Option<Backend>,
     failed: Vec<Backend>,
+    /// A POST response being collected to be stored for GETs of its URL.
+    post_store: Option<PendingStore>,
 }
 
 impl RequestCtx {
@@ -326,6 +334,7 @@ impl ProxyHttp for Proxy {
             upgrade: None,
             server: None,
             failed: Vec::new(),
+            post_store: None,
         }
     }
 
@@ -446,14 +455,17 @@ impl ProxyHttp for Proxy {
         _is_fresh: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<ForcedFreshness>> {
-        Ok(match ctx.directives.on_hit(meta, SystemTime::now()) {
-            HitDecision::Default => None,
-            HitDecision::Revalidate => Some(ForcedFreshness::ForceExpired),
-            HitDecision::ServeStale => {
-                ctx.served_stale = true;
-                Some(ForcedFreshness::ForceFresh)
-            }
-        })
+        let targets = &self.cache.policy.targets;
+        Ok(
+            match ctx.directives.on_hit(meta, targets, SystemTime::now()) {
+                HitDecision::Default => None,
+                HitDecision::Revalidate => Some(ForcedFreshness::ForceExpired),
+                HitDecision::ServeStale => {
+                    ctx.served_stale = true;
+                    Some(ForcedFreshness::ForceFresh)
+                }
+            },
+        )
     }
 
     async fn proxy_upstream_filter(
@@ -481,6 +493,15 @@ impl ProxyHttp for Proxy {
             !ctx.directives.no_cache && error.is_none_or(|e| e.esource() == &ErrorSource::Upstream);
         ctx.served_stale |= serve;
         serve
+    }
+
+    fn cache_not_modified_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        Ok(conditional::not_modified(session.req_header(), resp))
     }
 
     fn cache_vary_filter(
@@ -602,6 +623,9 @@ impl ProxyHttp for Proxy {
             .then(|| hop_by_hop::upgrade(&upstream_response.headers))
             .flatten();
         hop_by_hop::strip_response(upstream_response);
+        // RFC 9110 §6.2: the version is per hop; this proxy speaks HTTP/1.1 to its clients
+        // whatever the origin spoke (an HTTP/1.0 origin's status line must not leak).
+        upstream_response.set_version(http::Version::HTTP_11);
         if let Some(protocol) = upgrade {
             upstream_response.insert_header(header::CONNECTION, "Upgrade")?;
             upstream_response.insert_header(header::UPGRADE, protocol)?;
@@ -634,6 +658,14 @@ impl ProxyHttp for Proxy {
                 warn!("invalidation failed, request_id={}: {e}", ctx.request_id);
             }
         }
+        let req = session.req_header();
+        if req.method == http::Method::POST
+            && ctx.upgrade.is_none()
+            && ctx.route.as_ref().is_some_and(|r| r.caches())
+        {
+            let key = request_key(req, ctx.route.as_deref());
+            ctx.post_store = PendingStore::start(&self.cache, key, req, upstream_response);
+        }
         if session.is_process_shutting_down() {
             // Draining: this response is the connection's last, and says so, so that the
             // client does not send another request on a connection about to close.
@@ -648,11 +680,30 @@ impl ProxyHttp for Proxy {
         // a response sees it counted.
         self.cache.stats.record(status);
         upstream_response.insert_header(X_CACHE, status.as_str())?;
+        // Targeted fields of the operator's own are this cache's instructions alone.
+        for field in self.cache.policy.targets.private_fields() {
+            upstream_response.remove_header(field);
+        }
         self.own_headers(upstream_response, ctx, true);
         if let Some(route) = &ctx.route {
             routes::apply_response_rules(&route.response_headers, upstream_response);
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(store) = ctx.post_store.as_mut() {
+            if !store.push(body.as_ref(), end_of_stream) {
+                ctx.post_store = None;
+            }
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -755,6 +806,9 @@ impl ProxyHttp for Proxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if ctx.probe {
             return;
+        }
+        if let (None, Some(store)) = (e, ctx.post_store.take()) {
+            store.commit(&self.cache).await;
         }
         if self.shared_tier && ctx.cache_enabled && ctx.upstream_started.is_some() {
             // A fetch that stored nothing ends the fill here, so other instances waiting

@@ -9,6 +9,6 @@ pub mod proxy;
 pub mod redis;
 
 pub use client::{get, raw, request, Response};
-pub use origin::{Origin, Recorded, Reply, TestPki};
+pub use origin::{Failure, Origin, Recorded, Reply, TestPki};
 pub use proxy::{free_port, Proxy, ProxyBuilder};
 pub use redis::{RedisCluster, RedisServer};

@@ -38,6 +38,19 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub delay: Duration,
+    /// The status line's version, `HTTP/1.1` unless set.
+    pub version: &'static str,
+    /// Instead of answering: end the connection this way.
+    pub failure: Option<Failure>,
+}
+
+/// How an origin fails a request instead of answering it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Closes the connection without a response.
+    Close,
+    /// Resets the connection (TCP RST) without a response.
+    Reset,
 }
 
 impl Reply {
@@ -47,7 +60,22 @@ impl Reply {
             headers: Vec::new(),
             body: body.into(),
             delay: Duration::ZERO,
+            version: "HTTP/1.1",
+            failure: None,
         }
+    }
+
+    /// Answers with an `HTTP/1.0` status line.
+    pub fn http10(mut self) -> Self {
+        self.version = "HTTP/1.0";
+        self
+    }
+
+    /// Fails the request: closes or resets the connection without answering.
+    pub fn fail(failure: Failure) -> Self {
+        let mut reply = Reply::ok("");
+        reply.failure = Some(failure);
+        reply
     }
 
     pub fn status(mut self, status: u16) -> Self {
@@ -167,13 +195,14 @@ impl Origin {
         let config = Arc::new(config);
         Self::listen(0, handler, move |stream, state| {
             let conn = rustls::ServerConnection::new(config.clone()).unwrap();
-            let mut tls = rustls::StreamOwned::new(conn, stream);
-            while tls.conn.is_handshaking() {
-                if tls.conn.complete_io(&mut tls.sock).is_err() {
+            let mut tls = Tls(rustls::StreamOwned::new(conn, stream));
+            let tls_stream = &mut tls.0;
+            while tls_stream.conn.is_handshaking() {
+                if tls_stream.conn.complete_io(&mut tls_stream.sock).is_err() {
                     return;
                 }
             }
-            if let Some(name) = tls.conn.server_name() {
+            if let Some(name) = tls_stream.conn.server_name() {
                 state.sni.lock().unwrap().push(name.to_owned());
             }
             serve(tls, state);
@@ -253,7 +282,42 @@ fn new_state(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Ar
     })
 }
 
-fn serve<S: Read + Write>(stream: S, state: &State) {
+/// A connection the origin can reset (SO_LINGER 0: closing sends RST).
+trait Resettable {
+    fn arm_reset(&self);
+}
+
+impl Resettable for TcpStream {
+    fn arm_reset(&self) {
+        let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// A TLS connection: resets its TCP connection.
+struct Tls(rustls::StreamOwned<rustls::ServerConnection, TcpStream>);
+
+impl Read for Tls {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Tls {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Resettable for Tls {
+    fn arm_reset(&self) {
+        self.0.sock.arm_reset();
+    }
+}
+
+fn serve<S: Read + Write + Resettable>(stream: S, state: &State) {
     let mut reader = BufReader::new(stream);
     loop {
         let Some(request) = read_request(&mut reader) else {
@@ -270,7 +334,12 @@ fn serve<S: Read + Write>(stream: S, state: &State) {
         if !reply.delay.is_zero() {
             thread::sleep(reply.delay);
         }
-        let mut head = format!("HTTP/1.1 {} X\r\n", reply.status);
+        match reply.failure {
+            Some(Failure::Reset) => return reader.get_ref().arm_reset(),
+            Some(Failure::Close) => return,
+            None => {}
+        }
+        let mut head = format!("{} {} X\r\n", reply.version, reply.status);
         let mut has_length = false;
         for (k, v) in &reply.headers {
             has_length |= k.eq_ignore_ascii_case("content-length");
