@@ -388,3 +388,48 @@ fn vary_star_is_never_served_from_cache() {
     assert_eq!(get(&proxy.url("/star")).x_cache(), "MISS");
     assert_eq!(origin.hits(), 2);
 }
+
+/// The README's first example, as a newcomer runs it: `python3 -m http.server` serving a
+/// file saved a moment ago (its Last-Modified is "now", no Cache-Control): the second
+/// request is a HIT, since the configured default TTL wins over the Last-Modified heuristic.
+#[test]
+fn readme_first_example_with_python_http_server() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<h1>hello</h1>\n").unwrap();
+    let port = support::free_port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !support::proxy::listens(port) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "http.server did not start"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let proxy = Proxy::start(&format!("http://localhost:{port}"));
+    let first = get(&proxy.url("/"));
+    let second = get(&proxy.url("/"));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(first.status, 200);
+    assert!(
+        first.header("last-modified").is_some(),
+        "the server sends Last-Modified"
+    );
+    assert_eq!(first.x_cache(), "MISS");
+    assert_eq!(second.x_cache(), "HIT");
+    assert!(second.header("age").is_some());
+    assert_eq!(second.body, "<h1>hello</h1>\n");
+}

@@ -1,8 +1,8 @@
 //! Freshness and age of a response, read as RFC 9111 §4.2 says.
 //!
 //! This module turns response headers into numbers: how long a response is fresh for
-//! (§4.2.1, with heuristic freshness from §4.2.2 and the configured default TTL as the last
-//! resort) and how old it already is on arrival (§4.2.3). Malformed input errs towards
+//! (§4.2.1; without explicit freshness, the configured default TTL, or when that is 0 the
+//! heuristic of §4.2.2) and how old it already is on arrival (§4.2.3). Malformed input errs towards
 //! staleness: an invalid, negative or conflicting `max-age`/`s-maxage`, an invalid `Expires`
 //! or several `Expires` lines make the response stale on arrival (stored, but revalidated
 //! before use). Pingora's own Cache-Control parser keeps only the last of duplicate
@@ -208,6 +208,12 @@ pub fn lifetime(
     if !cacheable_by_default(status) && !public {
         return None;
     }
+    // An operator's default TTL is their heuristic: it wins over the one from Last-Modified,
+    // which would give a file saved a moment ago a lifetime of a fraction of a second and
+    // a year-old one a day, neither of which the operator chose.
+    if !rules.default_ttl.is_zero() {
+        return Some((rules.default_ttl, Source::Default));
+    }
     if rules.heuristic_fraction > 0.0 {
         if let Some(last_modified) = http_date(headers, &LAST_MODIFIED) {
             let date = http_date(headers, &DATE).unwrap_or(now);
@@ -219,10 +225,7 @@ pub fn lifetime(
             }
         }
     }
-    if rules.default_ttl.is_zero() {
-        return None;
-    }
-    Some((rules.default_ttl, Source::Default))
+    None
 }
 
 /// The age of a response when it arrives (§4.2.3): the larger of the origin's `Age` and
@@ -360,14 +363,28 @@ mod tests {
         let lm = httpdate::fmt_http_date(now - Duration::from_secs(1000));
         assert_eq!(
             secs(&[("date", &date), ("last-modified", &lm)]),
+            Some((300, Source::Default)),
+            "the operator's default TTL wins over the heuristic"
+        );
+        let heuristic_only = FreshnessRules {
+            default_ttl: Duration::ZERO,
+            ..RULES
+        };
+        let life_with = |fields: &[(&str, &str)]| {
+            life(&headers(fields), StatusCode::OK, now, &heuristic_only)
+                .map(|(d, source)| (d.as_secs(), source))
+        };
+        assert_eq!(
+            life_with(&[("date", &date), ("last-modified", &lm)]),
             Some((100, Source::Heuristic))
         );
         let old = httpdate::fmt_http_date(now - Duration::from_secs(100 * 86_400));
         assert_eq!(
-            secs(&[("date", &date), ("last-modified", &old)]),
+            life_with(&[("date", &date), ("last-modified", &old)]),
             Some((86_400, Source::Heuristic)),
             "capped"
         );
+        assert_eq!(life_with(&[]), None);
         assert_eq!(secs(&[]), Some((300, Source::Default)));
         let none = FreshnessRules {
             default_ttl: Duration::ZERO,
