@@ -141,24 +141,32 @@ spawn() {
     PIDS+=("$LAST_PID")
 }
 
+# Starts an origin on the client CPU. Called again, it starts one more (for an upstream group
+# of several servers): ORIGIN_PORT is the first one's port, ORIGIN_PORTS every origin's, and
+# origin_count sums over all of them.
+ORIGIN_PORTS=()
 start_origin() {
-    ORIGIN_PORT=$(free_ports 1)
-    spawn "$CPU_CLIENT" "$WORK/origin.log" "$ORIGIN_BIN" "$ORIGIN_PORT"
-    ORIGIN_PID=$LAST_PID
-    wait_http "http://127.0.0.1:$ORIGIN_PORT/__stats" 10
+    local port n=${#ORIGIN_PORTS[@]}
+    port=$(free_ports 1)
+    spawn "$CPU_CLIENT" "$WORK/origin-$n.log" "$ORIGIN_BIN" "$port"
+    wait_http "http://127.0.0.1:$port/__stats" 10
+    ORIGIN_PORTS+=("$port")
+    ORIGIN_PORT=${ORIGIN_PORTS[0]}
 }
 
 # Starts caching-proxy in front of the origin: start_proxy NAME [extra flags...]. NAME keeps
 # each instance's log ($WORK/NAME.log), pid file and upgrade socket apart. Sets PROXY_PORT,
-# PROXY_ADMIN_PORT, PROXY_PID.
+# PROXY_ADMIN_PORT, PROXY_PID. With NO_ORIGIN=1 there is no --origin: the extra flags give a
+# config file with the proxy's upstreams and routes.
 start_proxy() {
-    local name=$1
+    local name=$1 origin=(--origin "http://127.0.0.1:$ORIGIN_PORT")
     shift
+    if [[ ${NO_ORIGIN:-} == 1 ]]; then origin=(); fi
     read -r PROXY_PORT PROXY_ADMIN_PORT <<<"$(free_ports 2)"
     spawn "$CPU_SERVER" "$WORK/$name.log" "$PROXY_BIN" \
         --host 127.0.0.1 --port "$PROXY_PORT" \
         --admin-host 127.0.0.1 --admin-port "$PROXY_ADMIN_PORT" \
-        --origin "http://127.0.0.1:$ORIGIN_PORT" \
+        "${origin[@]}" \
         --threads 1 --log-level warn \
         --pid-file "$WORK/$name.pid" --upgrade-sock "$WORK/$name.sock" \
         "$@"
@@ -238,16 +246,20 @@ cpu_busy() {
 # Nanoseconds since the epoch.
 now_ns() { date +%s%N; }
 
-# Origin request counts: origin_count            -> all requests
-#                        origin_count URL        -> requests for one slow URL
+# Origin request counts, summed over every origin: origin_count     -> all requests
+#                                                  origin_count URL -> requests for one slow URL
 origin_count() {
-    local stats
-    stats=$(curl -s --max-time 5 "http://127.0.0.1:$ORIGIN_PORT/__stats")
-    if (($# == 0)); then
-        jq -r '.total' <<<"$stats"
-    else
-        jq -r --arg u "$1" '.urls[$u] // 0' <<<"$stats"
-    fi
+    local port stats n total=0
+    for port in "${ORIGIN_PORTS[@]}"; do
+        stats=$(curl -s --max-time 5 "http://127.0.0.1:$port/__stats")
+        if (($# == 0)); then
+            n=$(jq -r '.total' <<<"$stats")
+        else
+            n=$(jq -r --arg u "$1" '.urls[$u] // 0' <<<"$stats")
+        fi
+        total=$((total + n))
+    done
+    echo "$total"
 }
 
 # Runs wrk on the client CPU: run_wrk OUTFILE CONNECTIONS SECONDS URL [wrk args...]

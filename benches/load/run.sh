@@ -5,12 +5,13 @@
 #
 #   bash benches/load/run.sh                  # DURATION=10 s per row, about 5 minutes
 #   DURATION=3 WARMUP=1 bash benches/load/run.sh
+#   ROWS="miss64 miss64lb" bash benches/load/run.sh   # only these rows (ids as in main)
 #
 # Each server runs pinned to CPU 0 (caching-proxy --threads 1, nginx with 1 worker, Varnish
 # with its defaults); wrk (1 thread), the origin and redis-server share CPU 1. Caches are
 # warmed before the HIT rows. Prints one Markdown table and writes it, with the machine and
-# versions, to benches/results/latest.md (RESULTS=FILE to write elsewhere). See
-# benches/README.md.
+# versions, to benches/results/latest.md (RESULTS=FILE to write elsewhere; a run of some
+# ROWS only prints, unless RESULTS is given). See benches/README.md.
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -22,7 +23,15 @@ BURST=${BURST:-200}
 # The Host of every request of the 3-proxy row: the cache key includes it, so the three
 # proxies share an entry only when the requests name one host.
 SHARED_HOST=bench.test
-RESULTS=${RESULTS:-$ROOT/benches/results/latest.md}
+# ROWS: the ids of the rows to run (space- or comma-separated); all when unset. Read here,
+# as the script's own row list is built below.
+ONLY_ROWS=${ROWS:-}
+ONLY_ROWS=${ONLY_ROWS//,/ }
+if [[ -z $ONLY_ROWS ]]; then
+    RESULTS=${RESULTS:-$ROOT/benches/results/latest.md}
+else
+    RESULTS=${RESULTS:-}
+fi
 RUN_ID=$(date +%s)-$$
 
 start_nginx() {
@@ -93,9 +102,11 @@ SERVERS=(ours nginx varnish)
 # instances on one Redis (PORT, PID and ADMIN hold their three values, space-separated).
 declare -A NAME=([ours]=caching-proxy [nginx]=nginx [varnish]=Varnish
     [l2]="caching-proxy, Redis, L1 off" [l1]="caching-proxy, Redis, L1 64 MiB"
-    [shared]="3 × caching-proxy, one Redis")
+    [shared]="3 × caching-proxy, one Redis"
+    [lb]="caching-proxy, 2 origins round robin")
 declare -A PORT PID ADMIN R
-ROWS=()
+# The rows run, in order.
+TABLE_ROWS=()
 # A row's label, and the servers it ran against.
 declare -A LABEL ROW_SERVERS
 
@@ -152,11 +163,17 @@ record() {
     log "$row ${NAME[$s]}: req/s $3, p50 $4 ms, p99 $5 ms, mean $6 ms, RSS $(($8 / 1024)) MiB, CPU ${11} %, origin fetches $9, errors ${10}"
 }
 
+# Whether ROWS asks for this row (all rows when ROWS is unset).
+wanted() {
+    [[ -z $ONLY_ROWS || " $ONLY_ROWS " == *" $1 "* ]]
+}
+
 # A wrk row: wrk_row ROW LABEL PATH CONNECTIONS hit|miss [SERVER...] (default: SERVERS)
 wrk_row() {
     local row=$1 path=$3 conns=$4 mode=$5 s url before after l2before servers
     local rps p50 p99 mean max errors ticks t0 cpu
-    ROWS+=("$row")
+    wanted "$row" || return 0
+    TABLE_ROWS+=("$row")
     LABEL[$row]=$2
     shift 5
     servers=("$@")
@@ -210,7 +227,8 @@ fire_burst() {
 # burst_row ROW LABEL fresh|expired [SERVER...] (default: SERVERS)
 burst_row() {
     local row=$1 mode=$3 s target before after json l2before servers
-    ROWS+=("$row")
+    wanted "$row" || return 0
+    TABLE_ROWS+=("$row")
     LABEL[$row]=$2
     shift 3
     servers=("$@")
@@ -274,12 +292,12 @@ report() {
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- machine: $cpu, $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
     echo "- versions: caching-proxy $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (working tree), $versions"
-    echo "- setup: servers pinned to CPU $CPU_SERVER (caching-proxy --threads 1, nginx 1 worker, Varnish defaults with -s malloc,1G); wrk -t1 and the origin pinned to CPU $CPU_CLIENT; ${DURATION} s per row after ${WARMUP} s of warm-up; coalescing rows: $BURST requests at once; Redis rows: redis-server (no persistence, maxmemory 1gb, allkeys-lru) pinned to CPU $CPU_CLIENT"
+    echo "- setup: servers pinned to CPU $CPU_SERVER (caching-proxy --threads 1, nginx 1 worker, Varnish defaults with -s malloc,1G); wrk -t1 and the origins pinned to CPU $CPU_CLIENT; ${DURATION} s per row after ${WARMUP} s of warm-up; coalescing rows: $BURST requests at once; Redis rows: redis-server (no persistence, maxmemory 1gb, allkeys-lru) pinned to CPU $CPU_CLIENT"
     echo "- other work on the machine: CPUs $BUSY_BEFORE% busy in the second before the first row, $(cpu_busy)% after the last (servers idle); much above 0 means the rows are noisy"
     echo
     echo "| row | server | req/s | p50 ms | p99 ms | mean ms | max ms | RSS MiB | CPU % | origin fetches | ours/nginx | ours/Varnish |"
     echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
-    for row in "${ROWS[@]}"; do
+    for row in "${TABLE_ROWS[@]}"; do
         read -ra servers <<<"${ROW_SERVERS[$row]}"
         for s in "${servers[@]}"; do
             local ratio_n="" ratio_v="" note=""
@@ -287,8 +305,8 @@ report() {
             if [[ $s == ours && $rps != - ]]; then
                 ratio_n=$(calc "%.2f×" "$rps / ${R[$row,nginx,rps]}")
                 ratio_v=$(calc "%.2f×" "$rps / ${R[$row,varnish,rps]}")
-            elif [[ -n ${ADMIN[$s]:-} ]]; then
-                # A Redis row: nginx and Varnish have no shared tier to compare with.
+            elif [[ -n ${ADMIN[$s]:-} || $s == lb ]]; then
+                # A Redis or load-balancing row: caching-proxy alone, compared in the targets.
                 ratio_n=n/a ratio_v=n/a
             fi
             if ((${R[$row,$s,errors]} > 0)); then note=" (${R[$row,$s,errors]} errors)"; fi
@@ -317,7 +335,14 @@ report() {
     echo "same backend with its default 64 MiB in-process tier. The 3-proxy row sends its $BURST"
     echo "requests round-robin to three caching-proxy instances (all on CPU $CPU_SERVER) on one Redis,"
     echo "all with Host: $SHARED_HOST (benches/load/burst.py); RSS and CPU are the three summed."
+    echo "2 origins round robin: the MISS row through an upstream group of two origin processes"
+    echo "(both on CPU $CPU_CLIENT) in round robin, from a config file (upstreams/routes) instead of"
+    echo "--origin; origin fetches are both origins' together."
     echo
+    if [[ -n $ONLY_ROWS ]]; then
+        echo "(Targets left out: only the rows $ONLY_ROWS ran.)"
+        return
+    fi
     echo "## Targets"
     echo
     targets
@@ -362,6 +387,8 @@ targets() {
     done
     echo "- Memory (peak RSS ≤ cache size + 32 MiB): measured by benches/load/memory.sh, see benches/results/memory.md"
     redis_targets
+    o=${R[miss64lb,lb,rps]} n=${R[miss64,ours,rps]}
+    echo "- ${LABEL[miss64lb]}, the load-balancing overhead (no target): $o vs $n req/s with one origin = $(calc %.2f× "$o / $n"); p50 ${R[miss64lb,lb,p50]} vs ${R[miss64,ours,p50]} ms, p99 ${R[miss64lb,lb,p99]} vs ${R[miss64,ours,p99]} ms$({ noise_note miss64lb lb; noise_note miss64 ours; } | sed -n 1p)"
 }
 
 # The Redis tier's targets (from the issue): an L2 hit within 2x the memory hit's latency at
@@ -381,12 +408,29 @@ redis_targets() {
     echo "- ${LABEL[$row]}: 1 origin fetch: $(met "${R[$row,shared,fetches]} == 1") (${R[$row,shared,fetches]} origin fetch(es), mean ${R[$row,shared,mean]} ms, p99 ${R[$row,shared,p99]} ms; one caching-proxy, memory backend: ${R[$mem,ours,fetches]}, mean ${R[$mem,ours,mean]} ms, p99 ${R[$mem,ours,p99]} ms)"
 }
 
+# caching-proxy in front of two origins in round robin (needs start_origin twice): an upstream
+# group from a config file, no --origin.
+start_lb_proxy() {
+    cat >"$WORK/lb.yaml" <<EOF
+# caching-proxy load benchmark: two origins in round robin (written by benches/load/run.sh)
+upstreams:
+  pair:
+    servers: ["127.0.0.1:${ORIGIN_PORTS[0]}", "127.0.0.1:${ORIGIN_PORTS[1]}"]
+    selection: round_robin
+routes:
+  - upstream: pair
+EOF
+    NO_ORIGIN=1 start_proxy lb "${PROXY_FLAGS[@]}" --config "$WORK/lb.yaml"
+    PORT[lb]=$PROXY_PORT PID[lb]=$PROXY_PID
+}
+
 main() {
     local t0=$SECONDS
     ensure_packages
     build
     local t1=$SECONDS
     SHM_DIR=$(mktemp -d /dev/shm/caching-proxy-bench.XXXXXX 2>/dev/null || mktemp -d "$WORK/shm.XXXXXX")
+    start_origin
     start_origin
     start_proxy proxy "${PROXY_FLAGS[@]}"
     PORT[ours]=$PROXY_PORT PID[ours]=$PROXY_PID
@@ -397,8 +441,9 @@ main() {
     PORT[varnish]=$VARNISH_PORT PID[varnish]=$VARNISH_PID
     start_redis
     start_redis_proxies
+    start_lb_proxy
     BUSY_BEFORE=$(cpu_busy)
-    log "origin :$ORIGIN_PORT, caching-proxy :${PORT[ours]} (admin :$ours_admin), nginx :$NGINX_PORT, Varnish :$VARNISH_PORT, redis-server :$REDIS_PORT, caching-proxy on Redis: L1 off :${PORT[l2]}, L1 on :${PORT[l1]}, three :${PORT[shared]}; work dir $WORK"
+    log "origins :${ORIGIN_PORTS[*]}, caching-proxy :${PORT[ours]} (admin :$ours_admin), 2 origins round robin :${PORT[lb]}, nginx :$NGINX_PORT, Varnish :$VARNISH_PORT, redis-server :$REDIS_PORT, caching-proxy on Redis: L1 off :${PORT[l2]}, L1 on :${PORT[l1]}, three :${PORT[shared]}; work dir $WORK"
 
     # Each Redis row right after the memory row it compares with.
     wrk_row hit1k64 "HIT 1 KiB, 64 conns" /1k 64 hit
@@ -409,14 +454,20 @@ main() {
     wrk_row l2hit256k "L2 HIT 256 KiB, 64 conns" /256k 64 hit l2
     wrk_row hit1k256 "HIT 1 KiB, 256 conns" /1k 256 hit
     wrk_row miss64 "MISS 1 KiB (unique URLs), 64 conns" /1k 64 miss
+    wrk_row miss64lb "MISS 1 KiB (unique URLs), 64 conns, 2 origins round robin" /1k 64 miss lb
     NGINX_SHM_MIB=$(du -sm "$SHM_DIR/nginx-cache" | cut -f1)
     burst_row coalesce "Coalescing: $BURST at once, uncached /slow (50 ms)" fresh
     burst_row shared "3-proxy shared MISS: $BURST at once over 3 proxies, uncached /slow (50 ms)" fresh shared
     burst_row coalesce_expired "Coalescing: $BURST at once, just-expired /slow-expiring (50 ms)" expired
 
-    mkdir -p "$(dirname "$RESULTS")"
-    report | tee "$RESULTS"
-    log "done in $((SECONDS - t0)) s ($((SECONDS - t1)) s without the build); written to $RESULTS"
+    if [[ -n $RESULTS ]]; then
+        mkdir -p "$(dirname "$RESULTS")"
+        report | tee "$RESULTS"
+        log "done in $((SECONDS - t0)) s ($((SECONDS - t1)) s without the build); written to $RESULTS"
+    else
+        report
+        log "done in $((SECONDS - t0)) s ($((SECONDS - t1)) s without the build)"
+    fi
 }
 
 main "$@"

@@ -114,57 +114,138 @@ impl ServiceDiscovery for DnsDiscovery {
     }
 }
 
+/// A resolver the tests control.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Answers from a table the test changes; a missing name is a resolution failure.
-    struct Table(Mutex<HashMap<String, Vec<SocketAddr>>>);
+    use async_trait::async_trait;
+    use parking_lot::Mutex;
+
+    use super::Resolver;
+
+    /// Answers from a table the test changes; a missing name is a resolution failure. Counts
+    /// the lookups, so a test can wait for the next one instead of sleeping.
+    #[derive(Default)]
+    pub struct Table {
+        answers: Mutex<HashMap<String, Vec<SocketAddr>>>,
+        lookups: AtomicUsize,
+    }
+
+    impl Table {
+        pub fn set(&self, host: &str, addrs: &[&str]) {
+            let addrs = addrs.iter().map(|a| a.parse().unwrap()).collect();
+            self.answers.lock().insert(host.to_owned(), addrs);
+        }
+
+        /// From now on `host` fails to resolve.
+        pub fn fail(&self, host: &str) {
+            self.answers.lock().remove(host);
+        }
+
+        pub fn lookups(&self) -> usize {
+            self.lookups.load(Ordering::SeqCst)
+        }
+    }
 
     #[async_trait]
     impl Resolver for Table {
         async fn resolve(&self, host: &str, _port: u16) -> std::io::Result<Vec<SocketAddr>> {
-            self.0
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            self.answers
                 .lock()
                 .get(host)
                 .cloned()
                 .ok_or_else(|| std::io::Error::other("NXDOMAIN"))
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::Table;
+    use super::*;
 
     fn addrs(d: &BTreeSet<Backend>) -> Vec<String> {
         d.iter().map(|b| b.addr.to_string()).collect()
     }
 
+    fn server(host: &str, weight: usize, addrs: &[&str]) -> ServerConfig {
+        ServerConfig {
+            host: host.into(),
+            port: 80,
+            weight,
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
     #[tokio::test]
     async fn follows_dns_and_keeps_the_last_good_answer() {
-        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
-        let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
-        let table = Arc::new(Table(Mutex::new(HashMap::from([(
-            "app.internal".to_string(),
-            vec![a],
-        )]))));
-        let server = ServerConfig {
-            host: "app.internal".into(),
-            port: 80,
-            weight: 2,
-            addrs: vec![a],
-        };
-        let d = DnsDiscovery::new("app", vec![server], table.clone());
+        let table = Arc::new(Table::default());
+        table.set("app.internal", &["10.0.0.1:80"]);
+        let d = DnsDiscovery::new(
+            "app",
+            vec![server("app.internal", 2, &["10.0.0.1:80"])],
+            table.clone(),
+        );
         let (first, _) = d.discover().await.unwrap();
         assert_eq!(addrs(&first), ["10.0.0.1:80"]);
         assert_eq!(first.iter().next().unwrap().weight, 2);
+        assert_eq!(
+            table.lookups(),
+            0,
+            "the first answer is the start-up resolution"
+        );
 
-        table.0.lock().insert("app.internal".into(), vec![b]);
+        table.set("app.internal", &["10.0.0.2:80"]);
         let (moved, _) = d.discover().await.unwrap();
         assert_eq!(addrs(&moved), ["10.0.0.2:80"], "the new answer is followed");
 
-        table.0.lock().clear();
+        table.fail("app.internal");
         let (kept, _) = d.discover().await.unwrap();
         assert_eq!(
             addrs(&kept),
             ["10.0.0.2:80"],
             "a failed lookup keeps the last"
         );
+
+        table.set("app.internal", &[]);
+        let (kept, _) = d.discover().await.unwrap();
+        assert_eq!(addrs(&kept), ["10.0.0.2:80"], "so does an empty answer");
+    }
+
+    #[tokio::test]
+    async fn each_name_keeps_its_own_answer_and_addresses_are_not_looked_up() {
+        let table = Arc::new(Table::default());
+        let d = DnsDiscovery::new(
+            "app",
+            vec![
+                server("a.internal", 1, &["10.0.0.1:80"]),
+                server("b.internal", 1, &["10.0.1.1:80"]),
+                server("10.0.2.1", 3, &["10.0.2.1:80"]),
+            ],
+            table.clone(),
+        );
+        d.discover().await.unwrap();
+        // a fails, b moves to two addresses.
+        table.set("b.internal", &["10.0.1.2:80", "10.0.1.3:80"]);
+        let (now, _) = d.discover().await.unwrap();
+        assert_eq!(
+            addrs(&now),
+            ["10.0.0.1:80", "10.0.1.2:80", "10.0.1.3:80", "10.0.2.1:80"]
+        );
+        assert_eq!(table.lookups(), 2, "only the names are resolved");
+        let names: Vec<_> = now
+            .iter()
+            .map(|b| b.ext.get::<ServerName>().unwrap().0.clone())
+            .collect();
+        assert_eq!(
+            names,
+            ["a.internal", "b.internal", "b.internal", "10.0.2.1"]
+        );
+        let weights: Vec<_> = now.iter().map(|b| b.weight).collect();
+        assert_eq!(weights, [1, 1, 1, 3]);
     }
 }

@@ -242,3 +242,95 @@ impl Upstreams {
         self.groups.iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use pingora_core::services::background::BackgroundService;
+
+    use super::discovery::testing::Table;
+    use super::*;
+    use crate::config::routing::ServerConfig;
+
+    fn group_config(resolve_interval: Duration) -> UpstreamGroupConfig {
+        UpstreamGroupConfig {
+            name: "app".into(),
+            servers: vec![ServerConfig {
+                host: "app.internal".into(),
+                port: 80,
+                weight: 1,
+                addrs: vec!["10.0.0.1:80".parse().unwrap()],
+            }],
+            selection: Selection::RoundRobin,
+            tls: false,
+            sni: None,
+            health_check: None,
+            resolve_interval,
+            retries: 0,
+            from_origin_flag: false,
+        }
+    }
+
+    /// Waits (at most 10 s) until `done`, polling while the runtime runs the group's service.
+    async fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The group's background service re-resolves every `resolve_interval` and requests are
+    /// sent to the new address; a failed lookup keeps the last good one.
+    #[tokio::test]
+    async fn a_group_follows_a_changed_dns_answer() {
+        let table = Arc::new(Table::default());
+        table.set("app.internal", &["10.0.0.1:80"]);
+        let (group, _service) =
+            UpstreamGroup::new(&group_config(Duration::from_millis(20)), table.clone());
+        let Balancer::RoundRobin(lb) = &group.balancer else {
+            unreachable!("round_robin was configured")
+        };
+        let (shutdown, watch) = tokio::sync::watch::channel(false);
+        let lb = lb.clone();
+        let service = tokio::spawn(async move { lb.start(watch).await });
+        let selected = || group.select(b"", &[]).unwrap().addr.to_string();
+        assert_eq!(selected(), "10.0.0.1:80");
+
+        table.set("app.internal", &["10.0.0.2:80"]);
+        wait_for("the new address", || selected() == "10.0.0.2:80").await;
+        let servers = group.servers();
+        assert_eq!(servers.len(), 1);
+        assert_eq!(
+            (servers[0].server.as_str(), servers[0].host.as_str()),
+            ("10.0.0.2:80", "app.internal")
+        );
+
+        table.fail("app.internal");
+        let lookups = table.lookups();
+        wait_for("two failed lookups", || table.lookups() >= lookups + 2).await;
+        assert_eq!(selected(), "10.0.0.2:80", "the last good answer is kept");
+
+        shutdown.send(true).unwrap();
+        service.await.unwrap();
+    }
+
+    /// `resolve_interval: 0`: the names are resolved at start only.
+    #[tokio::test]
+    async fn a_zero_interval_resolves_only_at_start() {
+        let table = Arc::new(Table::default());
+        table.set("app.internal", &["10.0.0.2:80"]);
+        let (group, _service) = UpstreamGroup::new(&group_config(Duration::ZERO), table.clone());
+        let Balancer::RoundRobin(lb) = &group.balancer else {
+            unreachable!("round_robin was configured")
+        };
+        assert_eq!(lb.update_frequency, None);
+        let (_shutdown, watch) = tokio::sync::watch::channel(false);
+        // Without periodic work the service returns after its one pass at start.
+        tokio::time::timeout(Duration::from_secs(10), lb.start(watch))
+            .await
+            .expect("the service ends after its start-up pass");
+        assert_eq!(table.lookups(), 1);
+    }
+}

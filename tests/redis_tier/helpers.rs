@@ -3,11 +3,12 @@
 
 use std::io::Read;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 
+pub use crate::support::{poll, wait_until};
 use crate::support::{request, Origin, Proxy, ProxyBuilder, RedisCluster, RedisServer, Response};
 
 /// The `Host` of every request: the cache key names it, and purges address it.
@@ -59,25 +60,6 @@ pub fn proxies(n: usize, origin: &Origin, redis: &impl SharedRedis, extra: &[&st
 
 pub fn proxy(origin: &Origin, redis: &impl SharedRedis, extra: &[&str]) -> Proxy {
     proxies(1, origin, redis, extra).pop().unwrap()
-}
-
-/// Polls `done` every 10 ms for up to `limit`; the time it took, or `None`.
-pub fn poll(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    loop {
-        if done() {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Like [`poll`], but a timeout fails the test.
-pub fn wait_until(limit: Duration, what: &str, done: impl FnMut() -> bool) -> Duration {
-    poll(limit, done).unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
 }
 
 pub fn fetch(proxy: &Proxy, path: &str) -> Response {

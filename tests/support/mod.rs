@@ -1,14 +1,19 @@
 //! Shared helpers for the whole-proxy tests: a scripted origin that records what it
-//! receives, the real `caching-proxy` binary on ephemeral ports, a small HTTP client, and
-//! real `redis-server` processes for the Redis tier.
+//! receives, the real `caching-proxy` binary on ephemeral ports, a small HTTP client, real
+//! `redis-server` processes for the Redis tier, a WebSocket echo origin, the metrics page,
+//! and waiting with a deadline.
 #![allow(dead_code, unused_imports)] // each test file uses a different subset
 
 pub mod client;
+pub mod metrics;
 pub mod origin;
 pub mod proxy;
 pub mod redis;
+pub mod wait;
+pub mod websocket;
 
 pub use client::{get, raw, request, Response};
 pub use origin::{Failure, Origin, Recorded, Reply, TestPki};
 pub use proxy::{free_port, Proxy, ProxyBuilder};
 pub use redis::{RedisCluster, RedisServer};
+pub use wait::{poll, wait_until};

@@ -97,7 +97,8 @@ impl Reply {
 type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
 
 struct State {
-    handler: Box<Handler>,
+    /// Shared, so that a restarted origin answers as before.
+    handler: Arc<Handler>,
     stopped: std::sync::atomic::AtomicBool,
     requests: Mutex<Vec<Recorded>>,
     /// Server names clients asked for in TLS handshakes, one per connection.
@@ -157,9 +158,16 @@ impl Origin {
         handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
         per_connection: impl Fn(TcpStream, &State) + Send + Sync + 'static,
     ) -> Origin {
+        Self::listen_with(port, new_state(Arc::new(handler)), per_connection)
+    }
+
+    fn listen_with(
+        port: u16,
+        state: Arc<State>,
+        per_connection: impl Fn(TcpStream, &State) + Send + Sync + 'static,
+    ) -> Origin {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind origin");
         let addr = listener.local_addr().unwrap();
-        let state = new_state(handler);
         let s = state.clone();
         let per_connection = Arc::new(per_connection);
         thread::spawn(move || {
@@ -231,6 +239,36 @@ impl Origin {
         }
     }
 
+    /// Starts a plain origin again on this stopped one's port with the same handler, as a
+    /// server process restarted; the new one's records start empty. Start the first one on
+    /// a port from `free_ports` (below the kernel's ephemeral range): a port the kernel
+    /// picked can be handed to an outgoing connection while the origin is down.
+    pub fn restart(&self) -> Origin {
+        assert!(
+            self.state.stopped.load(Ordering::SeqCst),
+            "stop the origin before restarting it"
+        );
+        let state = new_state(self.state.handler.clone());
+        Self::listen_with(self.addr.port(), state, serve)
+    }
+
+    /// An origin that reads each request, records it and resets the connection (RST)
+    /// without answering: a server that fails after the request reached it.
+    pub fn resetting() -> Origin {
+        Self::listen(
+            0,
+            |_| Reply::ok(""),
+            |stream, state| {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));
+                if let Some(request) = read_request(&mut reader) {
+                    state.requests.lock().unwrap().push(request);
+                }
+                // Closing with a zero linger time sends RST instead of FIN.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            },
+        )
+    }
+
     /// The server names asked for in TLS handshakes so far.
     pub fn sni(&self) -> Vec<String> {
         self.state.sni.lock().unwrap().clone()
@@ -273,9 +311,9 @@ impl Origin {
     }
 }
 
-fn new_state(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Arc<State> {
+fn new_state(handler: Arc<Handler>) -> Arc<State> {
     Arc::new(State {
-        handler: Box::new(handler),
+        handler,
         stopped: std::sync::atomic::AtomicBool::new(false),
         requests: Mutex::new(Vec::new()),
         sni: Mutex::new(Vec::new()),

@@ -47,6 +47,8 @@ pub struct ProxyBuilder {
     port: u16,
     admin_port: u16,
     keep: Vec<Arc<dyn Any + Send + Sync>>,
+    /// A config file's text, written to the proxy's folder and passed with `-c`.
+    config: Option<String>,
 }
 
 pub struct Proxy {
@@ -60,9 +62,13 @@ pub struct Proxy {
 
 impl ProxyBuilder {
     pub fn new(origin: &str) -> Self {
+        Self::with_args(vec!["--origin".into(), origin.into()])
+    }
+
+    fn with_args(args: Vec<String>) -> Self {
         let ports = free_ports::<2>();
         ProxyBuilder {
-            args: vec!["--origin".into(), origin.into()],
+            args,
             port_flag: true,
             grace_period: "0".into(),
             state_dir: None,
@@ -71,7 +77,21 @@ impl ProxyBuilder {
             port: ports[0],
             admin_port: ports[1],
             keep: Vec::new(),
+            config: None,
         }
+    }
+
+    /// A builder for a proxy configured by a config file (`yaml`, its `upstreams` and
+    /// `routes`, say) and no `--origin`.
+    pub fn with_config(yaml: &str) -> Self {
+        Self::with_args(Vec::new()).config(yaml)
+    }
+
+    /// Writes `yaml` to `proxy.yaml` in the proxy's folder when it starts and passes it
+    /// with `-c`.
+    pub fn config(mut self, yaml: &str) -> Self {
+        self.config = Some(yaml.to_owned());
+        self
     }
 
     pub fn arg(mut self, arg: &str) -> Self {
@@ -182,6 +202,11 @@ impl ProxyBuilder {
             ])
             .args(&self.args)
             .args(self.redis_timeout())
+            .args(self.config.as_ref().map(|text| {
+                let path = dir.path().join("proxy.yaml");
+                std::fs::write(&path, text).unwrap();
+                format!("--config={}", path.display())
+            }))
             .stdout(Stdio::null())
             .stderr(log);
         if self.upgrade {
@@ -355,6 +380,17 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run caching-proxy")
+}
+
+/// Checks a config file's text with `-t` (and `args`); the process's output.
+pub fn check_config(yaml: &str, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let path = path.display().to_string();
+    let mut all = vec!["-t", "-c", path.as_str()];
+    all.extend_from_slice(args);
+    run(&all, &[])
 }
 
 /// Keeps the test machine's own `PROXY_*` variables away from the proxy under test.
