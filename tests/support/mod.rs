@@ -1,8 +1,9 @@
 //! Shared helpers for the whole-proxy tests: a scripted origin that records what it
-//! receives, the real `caching-proxy` binary on ephemeral ports, a small HTTP client, and
-//! real `redis-server` processes for the Redis tier.
+//! receives, the real `caching-proxy` binary on ephemeral ports, a small HTTP client, real
+//! `redis-server` processes for the Redis tier, and headless Chromium for the status page.
 #![allow(dead_code, unused_imports)] // each test file uses a different subset
 
+pub mod browser;
 pub mod client;
 pub mod origin;
 pub mod proxy;
