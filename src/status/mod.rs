@@ -5,7 +5,7 @@
 //! Nothing here runs per request except [`top::TopUrls::record`] (see its module for the
 //! cost). The rest comes from counters the proxy keeps anyway (cache statistics, Prometheus
 //! metrics), read once a second by [`sampler::Sampler`] into a fixed-size [`ring::Ring`]
-//! of [`RING`] samples (about 300 KB); `GET /status` reads the ring and computes the
+//! of [`RING`] samples (about 250 KB); `GET /status` reads the ring and computes the
 //! figures from differences of samples.
 //!
 //! This module knows the cache and the metrics; it knows nothing of the admin service's
