@@ -1,11 +1,13 @@
 //! In-process hot paths of the cache: key building, a hit (lookup and body read) and an
-//! insert that evicts under the byte bound. Run with `cargo bench --bench cache`.
+//! insert that evicts under the byte bound; and the status page's one per-request cost,
+//! counting a request in the top-URL sketch. Run with `cargo bench --bench cache`.
 
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use caching_proxy::cache::key;
 use caching_proxy::cache::storage::memory::{MemoryLimits, MemoryStorage};
+use caching_proxy::status::{Lookup, TopUrls};
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -85,5 +87,28 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(cache, benches);
+fn top_urls(c: &mut Criterion) {
+    let top = TopUrls::default();
+    let busy: Vec<String> = (0..200).map(|i| format!("/products/{i}?page=2")).collect();
+    let mut n = 0usize;
+    c.bench_function("top URLs: count a request (200 busy URLs)", |b| {
+        b.iter(|| {
+            n = (n + 1) % busy.len();
+            top.record("www.example.com", black_box(&busy[n]), Lookup::Hit)
+        })
+    });
+    let mut url = String::with_capacity(64);
+    let mut m = 0u64;
+    c.bench_function("top URLs: count a request (every URL new)", |b| {
+        b.iter(|| {
+            use std::fmt::Write;
+            m += 1;
+            url.clear();
+            write!(url, "/search?q={m}").unwrap();
+            top.record("www.example.com", black_box(&url), Lookup::Miss)
+        })
+    });
+}
+
+criterion_group!(cache, benches, top_urls);
 criterion_main!(cache);

@@ -1,8 +1,11 @@
-//! Who may change the cache (admin clear and purge, `PURGE` on the proxy port).
+//! Who may change the cache (admin clear and purge, `PURGE` on the proxy port), and who may
+//! read the status page's data.
 //!
 //! With a token configured, a request needs `Authorization: Bearer <token>`. Without one,
-//! only clients on loopback connecting to a loopback listener are trusted: a deployment
-//! that exposes these endpoints beyond the machine must set a token.
+//! only clients on loopback connecting to a loopback listener are trusted with changes: a
+//! deployment that exposes these endpoints beyond the machine must set a token. Reading
+//! `/status` needs the token when one is set, and nothing otherwise, like the other
+//! read-only admin endpoints.
 
 use std::net::IpAddr;
 
@@ -43,6 +46,14 @@ impl AdminAuth {
             None => Err(ErrorKind::Forbidden),
         }
     }
+
+    /// Checks a read of the status data: the token when one is configured, else nothing.
+    pub fn check_read(&self, authorization: Option<&HeaderValue>) -> Result<(), ErrorKind> {
+        match &self.token {
+            Some(_) => self.check(authorization, None, false),
+            None => Ok(()),
+        }
+    }
 }
 
 pub fn is_loopback(ip: IpAddr) -> bool {
@@ -77,6 +88,17 @@ mod tests {
             Err(ErrorKind::Unauthorized)
         );
         assert_eq!(auth.check(None, LOCAL, true), Err(ErrorKind::Unauthorized));
+    }
+
+    #[test]
+    fn reads_need_the_token_only_when_one_is_set() {
+        let ok = HeaderValue::from_static("Bearer s3cret");
+        let bad = HeaderValue::from_static("Bearer nope");
+        let auth = AdminAuth::new(Some("s3cret".into()));
+        assert_eq!(auth.check_read(Some(&ok)), Ok(()));
+        assert_eq!(auth.check_read(Some(&bad)), Err(ErrorKind::Unauthorized));
+        assert_eq!(auth.check_read(None), Err(ErrorKind::Unauthorized));
+        assert_eq!(AdminAuth::new(None).check_read(None), Ok(()));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! The request path reads top-down: [`server`] wires the services, [`proxy`] runs the
 //! request phases, [`cache`] holds the key, policy and storage, [`config`] the settings.
-//! [`admin`] is a separate service on its own port. [`error`], [`headers`] and [`auth`] are
+//! [`admin`] is a separate service on its own port; [`status`] holds the figures of its
+//! status page. [`error`], [`headers`] and [`auth`] are
 //! shared by the proxy and the admin service and depend on neither.
 
 pub mod admin;
@@ -18,4 +19,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod status;
 pub mod upstream;

@@ -21,9 +21,12 @@ use prometheus::{
 
 use crate::cache::Cache;
 
+/// Number of latency buckets (the status page reads the origin histogram's buckets).
+pub const LATENCY_BUCKETS: usize = 16;
+
 /// Latency buckets from 0.5 ms to about 16 s.
-fn latency_buckets() -> Vec<f64> {
-    exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")
+pub fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.0005, 2.0, LATENCY_BUCKETS).expect("valid buckets")
 }
 
 pub struct Metrics {

@@ -1,8 +1,9 @@
 //! Wiring: builds the Pingora server and its services from a resolved [`Config`].
 //!
 //! Services: the proxy on `listen`, the admin service on `admin.listen`, a sweeper that frees
-//! expired cache entries, the Redis tier's upkeep (when configured), and the readiness flag,
-//! which turns ready once the proxy and admin services are up.
+//! expired cache entries, the status sampler (the admin status page's once-a-second figures),
+//! the Redis tier's upkeep (when configured), and the readiness flag, which turns ready once
+//! the proxy and admin services are up.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,13 +18,14 @@ use pingora_proxy::http_proxy_service_with_name;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
-use crate::admin::{AdminApp, AdminListener, ProbeToken, Readiness, ReadinessService};
+use crate::admin::{AdminApp, AdminListener, ProbeToken, Readiness, ReadinessService, StatusPage};
 use crate::cache::storage::TierService;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::lifecycle::handover::{self, HandoverService};
 use crate::proxy::Proxy;
 use crate::routes::Router;
+use crate::status::{Sampler, StatusBoard};
 use crate::upstream::Upstreams;
 use crate::{logging, metrics};
 
@@ -85,12 +87,19 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     metrics::register(cache.clone());
     let readiness = Readiness::default();
     let probe = ProbeToken::new();
+    let board = Arc::new(StatusBoard::default());
 
     let (upstreams, upstream_services) = Upstreams::build(&config.routing);
     let router = Arc::new(Router::new(&config.routing, &upstreams));
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
-        Proxy::new(config, cache.clone(), probe.clone(), router.clone()),
+        Proxy::new(
+            config,
+            cache.clone(),
+            probe.clone(),
+            router.clone(),
+            board.clone(),
+        ),
         "caching-proxy",
     );
     proxy.add_tcp(&config.listen.to_string());
@@ -102,6 +111,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         probe.clone(),
         router,
         upstreams,
+        StatusPage::new(config, board.clone()),
     );
     let admin = AdminListener::bind(admin_app, config.admin.listen, config.server.upgrade)
         .map_err(|error| StartError::Listen {
@@ -117,6 +127,13 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     }
     let proxy = server.add_service(proxy);
     let admin = server.add_service(admin);
+    server.add_service(background_service(
+        "status sampler",
+        Sampler {
+            board,
+            cache: cache.clone(),
+        },
+    ));
     server.add_service(background_service(
         "cache sweeper",
         Sweeper {

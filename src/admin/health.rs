@@ -30,16 +30,33 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// How long the listeners may take to start accepting.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Whether the process takes traffic; it remembers having been ready, so that the status
+/// page can tell starting from draining.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    was_ready: Arc<AtomicBool>,
+}
 
 impl Readiness {
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire)
     }
 
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
+        if ready {
+            self.was_ready.store(true, Ordering::Release);
+        }
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// `starting`, `ready` or `draining`.
+    pub fn state(&self) -> &'static str {
+        match (self.is_ready(), self.was_ready.load(Ordering::Acquire)) {
+            (true, _) => "ready",
+            (false, false) => "starting",
+            (false, true) => "draining",
+        }
     }
 }
 
@@ -182,6 +199,16 @@ impl BackgroundService for ReadinessService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readiness_tells_starting_from_draining() {
+        let r = Readiness::default();
+        assert_eq!(r.state(), "starting");
+        r.set(true);
+        assert_eq!(r.state(), "ready");
+        r.set(false);
+        assert_eq!((r.state(), r.is_ready()), ("draining", false));
+    }
 
     #[test]
     fn wildcard_listen_is_reached_on_loopback() {

@@ -1,25 +1,28 @@
 //! The admin service, on its own port and never proxied: health, cache statistics, clear and
-//! purge.
+//! purge, and a live status page.
 //!
 //! | method | path            | does                                   | token |
 //! |--------|-----------------|----------------------------------------|-------|
 //! | GET    | `/health/live`  | 200 while the process serves           | no    |
 //! | GET    | `/health/ready` | 200 when serving, 503 starting/draining| no    |
+//! | GET    | `/cache/stats`  | counters and usage, JSON               | no    |
+//! | GET    | `/metrics`      | Prometheus text format                 | no    |
+//! | GET    | `/upstreams`    | each upstream group, each server, health| no   |
+//! | GET    | `/`             | the status page (HTML, no data in it)  | no    |
+//! | GET    | `/status`       | the status page's figures, JSON        | if set|
+//! | DELETE | `/cache`        | removes every entry                    | yes   |
+//! | POST   | `/cache/purge`  | removes one URL (`{"url": "..."}`)     | yes   |
 //!
 //! Health answers name the process (`pid`): during a binary upgrade two processes serve, and
 //! an operator can see which one answered.
-//! | GET    | `/cache/stats`  | counters and usage, JSON               | no    |
-//! | GET    | `/metrics`      | Prometheus text format                 | no    |
-//! | DELETE | `/cache`        | removes every entry                    | yes   |
-//! | POST   | `/cache/purge`  | removes one URL (`{"url": "..."}`)     | yes   |
-//! | GET    | `/upstreams`    | each upstream group, each server, health| no   |
 //!
 //! Mutating endpoints need `Authorization: Bearer <admin.token>` when a token is configured;
 //! without one they are served only when the admin service listens on a loopback address and
-//! the client connects from loopback.
+//! the client connects from loopback. `/status` needs the token when one is set.
 
 pub mod health;
 pub mod listener;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -40,6 +43,7 @@ use crate::routes::Router;
 use crate::upstream::Upstreams;
 pub use health::{ProbeToken, Readiness, ReadinessService, PROBE_HEADER};
 pub use listener::AdminListener;
+pub use status::StatusPage;
 
 /// Largest request body the admin service reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -52,6 +56,7 @@ pub struct AdminApp {
     listens_on_loopback: bool,
     readiness: Readiness,
     probe: ProbeToken,
+    status: StatusPage,
 }
 
 type Reply = Result<(StatusCode, Value), (ErrorKind, String)>;
@@ -72,8 +77,10 @@ impl AdminApp {
         probe: ProbeToken,
         router: Arc<Router>,
         upstreams: Arc<Upstreams>,
+        status: StatusPage,
     ) -> Self {
         AdminApp {
+            status,
             cache,
             router,
             upstreams,
@@ -119,6 +126,15 @@ impl AdminApp {
                 }
             }
             ("/cache/stats", &Method::GET) => Ok((StatusCode::OK, self.stats())),
+            ("/status", &Method::GET) => {
+                self.auth
+                    .check_read(session.req_header().headers.get(header::AUTHORIZATION))
+                    .map_err(rejection)?;
+                let body = self
+                    .status
+                    .json(&self.cache, &self.upstreams, &self.readiness);
+                Ok((StatusCode::OK, body))
+            }
             ("/upstreams", &Method::GET) => Ok((StatusCode::OK, self.upstreams())),
             ("/cache", &Method::DELETE) => {
                 self.authorize(session).map_err(rejection)?;
@@ -159,7 +175,8 @@ impl AdminApp {
             }
             (
                 "/health/live" | "/health/ready" | "/cache/stats" | "/cache" | "/cache/purge"
-                | "/metrics" | "/upstreams",
+                | "/metrics" | "/upstreams" | "/status" | "/" | "/index.html"
+                | "/assets/status.css" | "/assets/status.js",
                 _,
             ) => fail(ErrorKind::MethodNotAllowed),
             _ => fail(ErrorKind::NotFound),
@@ -284,6 +301,14 @@ fn metrics_response() -> Response<Vec<u8>> {
     .expect("static headers are valid")
 }
 
+/// A file of the status page.
+fn page_response(content_type: &str, body: &'static str) -> Response<Vec<u8>> {
+    response_builder(StatusCode::OK, content_type, body.as_bytes())
+        .header("content-security-policy", status::CONTENT_SECURITY_POLICY)
+        .body(body.as_bytes().to_vec())
+        .expect("static headers are valid")
+}
+
 /// The headers every admin response carries. The security headers are always set, whatever
 /// the proxy's setting: the admin API is ours, not an origin's.
 fn response_builder(
@@ -308,6 +333,11 @@ impl ServeHttp for AdminApp {
         let req = session.req_header();
         if req.method == Method::GET && req.uri.path() == "/metrics" {
             return metrics_response();
+        }
+        if req.method == Method::GET {
+            if let Some((content_type, body)) = status::asset(req.uri.path()) {
+                return page_response(content_type, body);
+            }
         }
         let request_id = headers::request_id(session.req_header().headers.get(X_REQUEST_ID));
         let probed = self

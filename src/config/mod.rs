@@ -789,6 +789,30 @@ mod tests {
         let text = c.summary().to_string();
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("\"admin_token\":\"set\""), "{text}");
+        // The status page shows this summary: no Redis credentials either, in any URL form.
+        for url in [
+            "redis://:redis-pw@127.0.0.1:6379/0",
+            "redis://app:redis-pw@127.0.0.1:6379",
+            "rediss://app:redis-pw@127.0.0.1:6380",
+        ] {
+            let c = load(&[
+                "--origin",
+                "http://127.0.0.1:9000",
+                "--admin-token",
+                "hunter2",
+                "--cache-backend",
+                "redis",
+                "--redis-url",
+                url,
+            ])
+            .unwrap();
+            let text = c.summary().to_string();
+            assert!(
+                !text.contains("redis-pw") && !text.contains("hunter2"),
+                "{text}"
+            );
+            assert!(!text.contains("app@"), "{text}");
+        }
     }
 
     #[test]

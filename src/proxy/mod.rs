@@ -28,7 +28,8 @@
 //! fail_to_connect,         origin errors counted by kind; retried on another
 //!   error_while_proxy      server of the group (see `retry`)
 //! response_body_filter     collects a POST response to be stored
-//! logging                  stores it; access record; request metrics
+//! logging                  stores it; access record; request metrics; the status page's
+//!                          top URLs
 //! ```
 //!
 //! Responses the proxy writes itself (probe and preflight answers, PURGE results, errors)
@@ -69,6 +70,7 @@ use crate::headers::{self, SECURITY_HEADERS, X_CACHE, X_REQUEST_ID};
 use crate::logging::{self, AccessRecord};
 use crate::metrics::{status_class, METRICS};
 use crate::routes::{self, Route, Router};
+use crate::status::{Lookup, StatusBoard};
 use crate::upstream;
 use cors::CorsDecision;
 use post_reuse::PendingStore;
@@ -89,6 +91,8 @@ pub struct Proxy {
     /// The cache has a shared tier, whose fill locks a fetch must end (see `logging`).
     shared_tier: bool,
     router: Arc<Router>,
+    /// Where the busiest URLs are counted, for the admin status page.
+    status: Arc<StatusBoard>,
 }
 
 /// Per-request state carried across the phases.
@@ -138,9 +142,16 @@ impl RequestCtx {
 }
 
 impl Proxy {
-    pub fn new(config: &Config, cache: Arc<Cache>, probe: ProbeToken, router: Arc<Router>) -> Self {
+    pub fn new(
+        config: &Config,
+        cache: Arc<Cache>,
+        probe: ProbeToken,
+        router: Arc<Router>,
+        status: Arc<StatusBoard>,
+    ) -> Self {
         Proxy {
             router,
+            status,
             shared_tier: cache.backend.l2_status().is_some(),
             cache,
             auth: AdminAuth::new(config.admin.token.clone()),
@@ -818,10 +829,15 @@ impl ProxyHttp for Proxy {
         }
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let cache = ctx
+        let cache_status = ctx
             .cache_status
-            .unwrap_or_else(|| ctx.own_response_status())
-            .as_str();
+            .unwrap_or_else(|| ctx.own_response_status());
+        let cache = cache_status.as_str();
+        self.status.top.record(
+            key::request_host(req),
+            req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            Lookup::of(cache_status),
+        );
         let elapsed = ctx.started.elapsed();
         let route = ctx.route.as_ref().map_or("none", |r| r.name.as_str());
         METRICS

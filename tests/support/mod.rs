@@ -1,9 +1,10 @@
 //! Shared helpers for the whole-proxy tests: a scripted origin that records what it
 //! receives, the real `caching-proxy` binary on ephemeral ports, a small HTTP client, real
 //! `redis-server` processes for the Redis tier, a WebSocket echo origin, the metrics page,
-//! and waiting with a deadline.
+//! waiting with a deadline, and headless Chromium for the status page.
 #![allow(dead_code, unused_imports)] // each test file uses a different subset
 
+pub mod browser;
 pub mod client;
 pub mod metrics;
 pub mod origin;
