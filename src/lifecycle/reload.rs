@@ -13,6 +13,7 @@
 //! 3. On `ok`, wait until the child's upgrade socket exists (a new file at
 //!    `server.upgrade_sock`), then send `SIGQUIT` to this process: Pingora hands the
 //!    listening sockets over (retrying while the child gets to listen) and drains.
+//!
 //! A SIGHUP that arrives while a reload runs is logged and ignored.
 //!
 //! The outcome of the last reload is written next to the pid file
