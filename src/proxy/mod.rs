@@ -58,7 +58,9 @@ use std::time::SystemTime;
 
 use pingora::lb::Backend;
 use pingora_cache::key::HashBinary;
-use pingora_cache::{CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, RespCacheable};
+use pingora_cache::{
+    CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
+};
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -475,10 +477,16 @@ impl ProxyHttp for Proxy {
     ) -> Result<RespCacheable> {
         let policy = &self.cache.policy;
         let ttl = ctx.route.as_ref().and_then(|r| r.cache.default_ttl);
-        if let Some(fill) = ctx.range_fill.as_mut().filter(|f| f.stores_part()) {
-            let cacheable = policy.partial_cacheable(session.req_header(), resp, ttl);
-            fill.set_stored(matches!(cacheable, RespCacheable::Cacheable(_)));
-            return Ok(cacheable);
+        if let Some(fill) = ctx.range_fill.as_mut() {
+            if fill.stores_part() {
+                let cacheable = policy.partial_cacheable(session.req_header(), resp, ttl);
+                fill.set_stored(matches!(cacheable, RespCacheable::Cacheable(_)));
+                return Ok(cacheable);
+            }
+            if RangeFill::answers_range_only(resp) {
+                let reason = NoCacheReason::Custom("range-not-satisfiable");
+                return Ok(RespCacheable::Uncacheable(reason));
+            }
         }
         // After a 304, `resp` is Pingora's merge; complete it with every field of the 304.
         Ok(match ctx.not_modified.take() {

@@ -236,6 +236,13 @@ impl RangeFill {
         self.store_candidate
     }
 
+    /// Whether the response answers the range rather than the URL (a 416), so that it must
+    /// not be stored as the URL's response whatever its freshness. (A 206 the policy refuses
+    /// by itself.)
+    pub fn answers_range_only(resp: &ResponseHeader) -> bool {
+        resp.status == http::StatusCode::RANGE_NOT_SATISFIABLE
+    }
+
     /// The cache policy's answer for the part.
     pub fn set_stored(&mut self, stored: bool) {
         self.stored = stored;
@@ -291,5 +298,132 @@ impl RangeFill {
         if self.supersedes && !self.stored {
             cache.backend.remove_entry(&self.key).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_cache::CacheMeta;
+    use std::time::Duration;
+
+    const FULL: &[u8; 30] = b"abcdefghijklmnopqrstuvwxyz0123";
+
+    fn resp(status: u16, content_range: &str, etag: &str) -> ResponseHeader {
+        let mut r = ResponseHeader::build(status, None).unwrap();
+        r.insert_header("content-range", content_range).unwrap();
+        r.insert_header("etag", etag).unwrap();
+        r
+    }
+
+    /// A fill for `range` whose partial entry holds `FULL[start..end]`, planned as `plan`.
+    fn fill(range: &str, stored: Option<(usize, usize)>, plan: Option<(u64, bool)>) -> RangeFill {
+        let range = ByteRange::parse(&http::HeaderValue::from_str(range).unwrap()).unwrap();
+        let fetch = stored.zip(plan).map(|((start, end), (from, combine))| {
+            let header = resp(206, &format!("bytes {start}-{}/30", end - 1), "\"a\"");
+            let now = SystemTime::now();
+            let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
+            let body = Bytes::copy_from_slice(&FULL[start..end]);
+            Fetch {
+                from,
+                combine,
+                part: Part::read(meta, body).unwrap(),
+            }
+        });
+        RangeFill {
+            range,
+            key: crate::cache::key::for_parts(false, "h", "/"),
+            fetch,
+            prepend: None,
+            cut: None,
+            store_candidate: false,
+            stored: false,
+            supersedes: false,
+        }
+    }
+
+    /// What the client receives of `chunks`, after the stored part is put in front.
+    fn client_bytes(fill: &mut RangeFill, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let mut body = Some(Bytes::copy_from_slice(chunk));
+            fill.upstream_body(&mut body);
+            fill.client_body(&mut body);
+            out.extend_from_slice(body.as_deref().unwrap_or_default());
+        }
+        out
+    }
+
+    #[test]
+    fn an_extension_is_joined_and_cut_to_the_client_range_across_chunks() {
+        let mut f = fill("bytes=5-19", Some((0, 10)), Some((10, true)));
+        let mut r = resp(206, "bytes 10-19/30", "\"a\"");
+        f.upstream_response(&mut r, 1 << 20);
+        // Stored as the part 0-19; the client gets 5-19.
+        assert!(f.stores_part());
+        assert_eq!(r.headers["content-range"], "bytes 0-19/30");
+        assert_eq!(r.headers["content-length"], "20");
+        let mut client = r.clone();
+        f.client_header(&mut client);
+        assert_eq!(client.headers["content-range"], "bytes 5-19/30");
+        assert_eq!(client.headers["content-length"], "15");
+        let got = client_bytes(&mut f, &[b"kl", b"mnop", b"qrst"]);
+        assert_eq!(got, &FULL[5..20]);
+    }
+
+    #[test]
+    fn a_complete_interval_becomes_the_full_response() {
+        let mut f = fill("bytes=25-", Some((0, 10)), Some((10, true)));
+        let mut r = resp(206, "bytes 10-29/30", "\"a\"");
+        f.upstream_response(&mut r, 1 << 20);
+        assert_eq!(r.status, 200);
+        assert!(!r.headers.contains_key("content-range"));
+        assert_eq!(r.headers["content-length"], "30");
+        assert!(!f.stores_part(), "Pingora stores it as the full response");
+        assert!(f.supersedes, "the partial entry goes");
+        // No cut: Pingora's range filter answers the client from the 200.
+        let got = client_bytes(&mut f, &[b"klmnopqrst", b"uvwxyz0123"]);
+        assert_eq!(got, FULL);
+    }
+
+    #[test]
+    fn a_complete_interval_too_large_to_cache_stays_a_206() {
+        let mut f = fill("bytes=0-", None, None);
+        let mut r = resp(206, "bytes 0-29/30", "\"a\"");
+        f.upstream_response(&mut r, 29);
+        assert_eq!(r.status, 206);
+        assert!(!f.stores_part());
+    }
+
+    #[test]
+    fn another_representation_is_not_joined() {
+        let mut f = fill("bytes=5-19", Some((0, 10)), Some((10, true)));
+        let mut r = resp(206, "bytes 10-29/30", "\"b\"");
+        f.upstream_response(&mut r, 1 << 20);
+        assert_eq!(r.headers["content-range"], "bytes 10-29/30");
+        assert!(f.prepend.is_none());
+        assert!(f.supersedes);
+        let got = client_bytes(&mut f, &[b"KLMNOPQRST", b"UVWXYZ0123"]);
+        assert_eq!(
+            got, b"KLMNOPQRSTUVWXYZ0123",
+            "passed on as the origin sent it"
+        );
+    }
+
+    #[test]
+    fn forwarded_ranges_ask_for_the_client_range() {
+        let f = fill("bytes=3-4", None, None);
+        let mut client = RequestHeader::build("GET", b"/", None).unwrap();
+        client.insert_header("range", "bytes=3-4").unwrap();
+        client.insert_header("if-range", "\"a\"").unwrap();
+        let mut upstream = RequestHeader::build("GET", b"/", None).unwrap();
+        f.upstream_request(&client, &mut upstream);
+        assert_eq!(upstream.headers["range"], "bytes=3-4");
+        assert_eq!(upstream.headers["if-range"], "\"a\"");
+        let fetch = fill("bytes=15-", Some((0, 10)), Some((10, true)));
+        let mut upstream = RequestHeader::build("GET", b"/", None).unwrap();
+        fetch.upstream_request(&client, &mut upstream);
+        assert_eq!(upstream.headers["range"], "bytes=10-");
+        assert_eq!(upstream.headers["if-range"], "\"a\"");
     }
 }

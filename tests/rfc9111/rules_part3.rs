@@ -400,3 +400,37 @@ fn a_partial_entry_serves_only_its_own_variant() {
     assert_eq!(origin_ranges(&origin)[1], range_only("bytes=10-19"));
     assert_eq!(origin.hits(), 2);
 }
+
+/// Purging a URL, or an unsafe method's invalidation of it (§4.4), removes its partial
+/// entry with its full one.
+#[test]
+fn purge_and_invalidation_remove_the_partial_entry() {
+    let origin = ranged_origin(STRONG);
+    let proxy = builder(&origin.url()).arg("--enable-purge").start();
+    assert_part(&ranged(&proxy, "/v", "bytes=0-99"), 0, 100, "MISS");
+    let purged = request("PURGE", &proxy.url("/v"), &[], None);
+    assert_eq!(purged.json()["purged"], true, "{purged:?}");
+    assert_part(&ranged(&proxy, "/v", "bytes=0-9"), 0, 10, "MISS");
+    assert_eq!(
+        request("POST", &proxy.url("/v"), &[], Some("x")).status,
+        200
+    );
+    assert_part(&ranged(&proxy, "/v", "bytes=0-9"), 0, 10, "MISS");
+    assert_eq!(origin.hits(), 4);
+}
+
+/// A 416 answers the client's range, not the URL: it is not stored as the URL's response
+/// even with explicit freshness.
+#[test]
+fn an_unsatisfiable_range_answer_is_not_stored() {
+    let origin = ranged_origin(STRONG);
+    let proxy = builder(&origin.url()).start();
+    let r = ranged(&proxy, "/v", "bytes=500-");
+    assert_eq!(
+        (r.status, r.header("content-range")),
+        (416, Some("bytes */300"))
+    );
+    let full = get(&proxy.url("/v"));
+    assert_eq!((full.status, full.x_cache()), (200, "MISS"));
+    assert_eq!(full.body, body());
+}
