@@ -220,8 +220,13 @@ impl RangeFill {
         }
         self.store_candidate =
             Validator::strong(resp).is_some() && complete <= max_object_bytes as u64;
-        if let Some(window) = self.range.resolve(complete) {
-            if span.contains(window) && window != span {
+        // The client gets what it asked for of what arrived (less when the origin sent less).
+        if let Some(wanted) = self.range.resolve(complete) {
+            let window = Span {
+                start: wanted.start.max(span.start),
+                end: wanted.end.min(span.end),
+            };
+            if window.start < window.end && window != span {
                 self.cut = Some(Cut {
                     window,
                     complete,
@@ -372,6 +377,17 @@ mod tests {
     }
 
     #[test]
+    fn an_origin_that_sends_less_gives_the_client_what_overlaps() {
+        let mut f = fill("bytes=5-24", Some((0, 10)), Some((10, true)));
+        let mut r = resp(206, "bytes 10-19/30", "\"a\"");
+        f.upstream_response(&mut r, 1 << 20);
+        let mut client = r.clone();
+        f.client_header(&mut client);
+        assert_eq!(client.headers["content-range"], "bytes 5-19/30");
+        assert_eq!(client_bytes(&mut f, &[b"klmnopqrst"]), &FULL[5..20]);
+    }
+
+    #[test]
     fn a_complete_interval_becomes_the_full_response() {
         let mut f = fill("bytes=25-", Some((0, 10)), Some((10, true)));
         let mut r = resp(206, "bytes 10-29/30", "\"a\"");
@@ -403,11 +419,12 @@ mod tests {
         assert_eq!(r.headers["content-range"], "bytes 10-29/30");
         assert!(f.prepend.is_none());
         assert!(f.supersedes);
+        // The client gets the new representation's bytes of its range, and only those.
+        let mut client = r.clone();
+        f.client_header(&mut client);
+        assert_eq!(client.headers["content-range"], "bytes 10-19/30");
         let got = client_bytes(&mut f, &[b"KLMNOPQRST", b"UVWXYZ0123"]);
-        assert_eq!(
-            got, b"KLMNOPQRSTUVWXYZ0123",
-            "passed on as the origin sent it"
-        );
+        assert_eq!(got, b"KLMNOPQRST");
     }
 
     #[test]
