@@ -1,6 +1,7 @@
-//! The RFC 9111 rules of `rfc9111/rules.rs` and `rfc9111/rules_part2.rs` again, with the
-//! shared Redis tier as the only cache (`--redis-l1-max-bytes 0`): every hit, revalidation
-//! and invalidation goes through Redis, so the rules must hold there exactly as in memory.
+//! The RFC 9111 rules of `rfc9111/rules.rs`, `rfc9111/rules_part2.rs` and
+//! `rfc9111/rules_part3.rs` (partial content) again, with the shared Redis tier as the only
+//! cache (`--redis-l1-max-bytes 0`): every hit, revalidation and invalidation goes through
+//! Redis, so the rules must hold there exactly as in memory.
 
 mod support;
 
@@ -22,3 +23,6 @@ mod rules;
 
 #[path = "rfc9111/rules_part2.rs"]
 mod rules_part2;
+
+#[path = "rfc9111/rules_part3.rs"]
+mod rules_part3;

@@ -9,6 +9,7 @@ pub mod directives;
 pub mod freshness;
 pub mod invalidation;
 pub mod key;
+pub mod partial;
 pub mod policy;
 pub mod stats;
 pub mod storage;

@@ -2,8 +2,9 @@
 //!
 //! Response side: `no-store` and `private` are never stored; responses to requests with
 //! `Authorization` only with `public`, `s-maxage` or `must-revalidate`; `Set-Cookie`
-//! responses, 206 partial responses and `Vary: *` responses are not stored. Freshness comes
-//! from [`freshness`](super::freshness): explicit, else heuristic, else the default TTL.
+//! responses and `Vary: *` responses are not stored, nor 206 partial responses (except as a
+//! URL's partial entry, see `partial_cacheable`). Freshness comes from
+//! [`freshness`](super::freshness): explicit, else heuristic, else the default TTL.
 //! The age the response already had on arrival is subtracted from its freshness and carried
 //! into the `Age` the cache reports.
 //!
@@ -49,12 +50,32 @@ impl CachePolicy {
         resp: &ResponseHeader,
         default_ttl: Option<Duration>,
     ) -> RespCacheable {
+        self.with_ttl(default_ttl, |policy| {
+            policy.response_cacheable_at(req, resp, SystemTime::now(), false)
+        })
+    }
+
+    /// [`response_cacheable`](Self::response_cacheable) for a 206 that is to be stored as
+    /// the URL's partial entry (`cache::partial`): the same rules, except that a part is
+    /// allowed.
+    pub fn partial_cacheable(
+        &self,
+        req: &RequestHeader,
+        resp: &ResponseHeader,
+        default_ttl: Option<Duration>,
+    ) -> RespCacheable {
+        self.with_ttl(default_ttl, |policy| {
+            policy.response_cacheable_at(req, resp, SystemTime::now(), true)
+        })
+    }
+
+    fn with_ttl<T>(&self, default_ttl: Option<Duration>, f: impl FnOnce(&Self) -> T) -> T {
         match default_ttl {
-            None => self.response_cacheable_at(req, resp, SystemTime::now()),
+            None => f(self),
             Some(default_ttl) => {
                 let mut policy = self.clone();
                 policy.freshness.default_ttl = default_ttl;
-                policy.response_cacheable_at(req, resp, SystemTime::now())
+                f(&policy)
             }
         }
     }
@@ -64,6 +85,7 @@ impl CachePolicy {
         req: &RequestHeader,
         resp: &ResponseHeader,
         now: SystemTime,
+        partial: bool,
     ) -> RespCacheable {
         use RespCacheable::Uncacheable;
         if freshness::has(&req.headers, "no-store") {
@@ -93,7 +115,7 @@ impl CachePolicy {
         if vary::varies_on_everything(resp) {
             return Uncacheable(NoCacheReason::Custom("vary-star"));
         }
-        if resp.status == StatusCode::PARTIAL_CONTENT {
+        if resp.status == StatusCode::PARTIAL_CONTENT && !partial {
             // A part is never stored as if it were the whole object.
             return Uncacheable(NoCacheReason::Custom("partial-content"));
         }
@@ -144,7 +166,7 @@ impl CachePolicy {
         if req.method != Method::POST || !explicit || !content_location_is_target(req, resp) {
             return None;
         }
-        match self.response_cacheable_at(req, resp, SystemTime::now()) {
+        match self.response_cacheable_at(req, resp, SystemTime::now(), false) {
             RespCacheable::Cacheable(meta) => Some(meta),
             RespCacheable::Uncacheable(_) => None,
         }
@@ -371,7 +393,7 @@ mod tests {
         r: &ResponseHeader,
         now: SystemTime,
     ) -> Option<CacheMeta> {
-        match p.response_cacheable_at(req, r, now) {
+        match p.response_cacheable_at(req, r, now, false) {
             RespCacheable::Cacheable(meta) => Some(meta),
             RespCacheable::Uncacheable(_) => None,
         }

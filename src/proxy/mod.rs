@@ -10,12 +10,17 @@
 //! cache_not_modified_filter  304 for matching conditionals (Date without Last-Modified)
 //!   |-- usable hit (fresh, or stale as allowed) ----------------------------+
 //!   |   miss/expired: concurrent requests for a key wait on the cache lock  |
-//! proxy_upstream_filter    only-if-cached: 504 instead of going upstream    |
+//! proxy_upstream_filter    a range inside the URL's partial entry: 206 from |
+//!                          it (`partial`); only-if-cached: 504 instead of   |
+//!                          going upstream                                   |
 //! upstream_peer            a server of the route's upstream group (skipping |
 //!                          servers that failed this request), timeouts      |
 //! upstream_request_filter  Host, X-Request-Id, X-Forwarded-*; hop-by-hop out|
-//!                          (Upgrade kept for upgrades); route header rules  |
-//! upstream_response_filter hop-by-hop out, Date in, HTTP/1.1; 304 fields   |
+//!                          (Upgrade kept for upgrades); route header rules; |
+//!                          Range for partial entries (`partial`)            |
+//! upstream_response_filter hop-by-hop out, Date in, HTTP/1.1; 304 fields;  |
+//!                          a 206 joined to the stored part (`partial`)      |
+//! upstream_response_body_filter  the stored part in front (`partial`)      |
 //! response_cache_filter    store or not, and for how long (cache::policy)   |
 //! should_serve_stale       stale-while-revalidate / stale-if-error          |
 //!   |                                                                       |
@@ -23,13 +28,15 @@
 //!                          methods, POST responses for later GETs
 //!                          (`post_reuse`), private targeted fields out,
 //!                          X-Request-Id, security headers, CORS,
-//!                          route header rules; Connection: close while draining
+//!                          route header rules; Connection: close while draining;
+//!                          the client's own range of a part (`partial`)
 //! fail_to_proxy            any failure above: one JSON error (502, 504, ...)
 //! fail_to_connect,         origin errors counted by kind; retried on another
 //!   error_while_proxy      server of the group (see `retry`)
-//! response_body_filter     collects a POST response to be stored
-//! logging                  stores it; access record; request metrics; the status page's
-//!                          top URLs
+//! response_body_filter     collects a POST response to be stored; the client's
+//!                          range of a part
+//! logging                  stores it; a superseded partial entry out; access
+//!                          record; request metrics; the status page's top URLs
 //! ```
 //!
 //! Responses the proxy writes itself (probe and preflight answers, PURGE results, errors)
@@ -37,6 +44,7 @@
 
 pub mod cors;
 pub mod hop_by_hop;
+pub mod partial;
 pub mod post_reuse;
 
 use std::sync::Arc;
@@ -50,7 +58,9 @@ use std::time::SystemTime;
 
 use pingora::lb::Backend;
 use pingora_cache::key::HashBinary;
-use pingora_cache::{CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, RespCacheable};
+use pingora_cache::{
+    CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
+};
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -73,6 +83,7 @@ use crate::routes::{self, Route, Router};
 use crate::status::{Lookup, StatusBoard};
 use crate::upstream;
 use cors::CorsDecision;
+use partial::{Begin, PartialHit, RangeFill};
 use post_reuse::PendingStore;
 
 /// Idle upstream connections are kept this long for reuse.
@@ -127,6 +138,10 @@ pub struct RequestCtx {
     failed: Vec<Backend>,
     /// A POST response being collected to be stored for GETs of its URL.
     post_store: Option<PendingStore>,
+    /// A range request going to the origin for a partial entry.
+    range_fill: Option<RangeFill>,
+    /// The response came from the URL's partial entry.
+    partial_hit: bool,
 }
 
 impl RequestCtx {
@@ -265,6 +280,28 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// Answers from the URL's partial entry; the response goes through `response_filter`
+    /// like any hit.
+    async fn serve_partial(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        hit: PartialHit,
+    ) -> Result<()> {
+        let PartialHit {
+            mut header,
+            body,
+            stale,
+        } = hit;
+        ctx.partial_hit = true;
+        ctx.served_stale |= stale;
+        self.response_filter(session, &mut header, ctx).await?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await
+    }
+
     /// Marks the current server failed for this request; whether another may be tried.
     fn retry(&self, ctx: &mut RequestCtx) -> bool {
         let Some(route) = ctx.route.as_ref() else {
@@ -346,6 +383,8 @@ impl ProxyHttp for Proxy {
             server: None,
             failed: Vec::new(),
             post_store: None,
+            range_fill: None,
+            partial_hit: false,
         }
     }
 
@@ -448,6 +487,17 @@ impl ProxyHttp for Proxy {
     ) -> Result<RespCacheable> {
         let policy = &self.cache.policy;
         let ttl = ctx.route.as_ref().and_then(|r| r.cache.default_ttl);
+        if let Some(fill) = ctx.range_fill.as_mut() {
+            if fill.stores_part() {
+                let cacheable = policy.partial_cacheable(session.req_header(), resp, ttl);
+                fill.set_stored(matches!(cacheable, RespCacheable::Cacheable(_)));
+                return Ok(cacheable);
+            }
+            if RangeFill::answers_range_only(resp) {
+                let reason = NoCacheReason::Custom("range-not-satisfiable");
+                return Ok(RespCacheable::Uncacheable(reason));
+            }
+        }
         // After a 304, `resp` is Pingora's merge; complete it with every field of the 304.
         Ok(match ctx.not_modified.take() {
             Some(fields) => {
@@ -484,6 +534,17 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
+        if ctx.cache_enabled && session.cache.phase() == CachePhase::Miss {
+            let key = request_key(session.req_header(), ctx.route.as_deref());
+            match partial::begin(&self.cache, session.req_header(), &key, &ctx.directives).await {
+                Begin::Hit(hit) => {
+                    self.serve_partial(session, ctx, hit).await?;
+                    return Ok(false);
+                }
+                Begin::Fetch(fill) => ctx.range_fill = Some(fill),
+                Begin::Normal => {}
+            }
+        }
         if ctx.cache_enabled && ctx.directives.only_if_cached {
             let kind = ErrorKind::NotCached;
             self.respond_error(session, ctx, kind, kind.default_message())
@@ -609,6 +670,9 @@ impl ProxyHttp for Proxy {
             upstream_request.insert_header("x-forwarded-for", xff)?;
         }
         upstream_request.insert_header("x-forwarded-proto", "http")?;
+        if let Some(fill) = &ctx.range_fill {
+            fill.upstream_request(session.req_header(), upstream_request);
+        }
         Ok(())
     }
 
@@ -649,7 +713,23 @@ impl ProxyHttp for Proxy {
         if ctx.cache_enabled && upstream_response.status == http::StatusCode::NOT_MODIFIED {
             ctx.not_modified = Some(upstream_response.headers.clone());
         }
+        if let Some(fill) = ctx.range_fill.as_mut() {
+            fill.upstream_response(upstream_response, self.cache.max_object_bytes);
+        }
         Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(fill) = ctx.range_fill.as_mut() {
+            fill.upstream_body(body);
+        }
+        Ok(None)
     }
 
     async fn response_filter(
@@ -682,7 +762,11 @@ impl ProxyHttp for Proxy {
             // client does not send another request on a connection about to close.
             session.set_keepalive(None);
         }
-        let status = cache_status(session.cache.phase(), ctx.cache_enabled, ctx.served_stale);
+        let status = match ctx.partial_hit {
+            true if ctx.served_stale => CacheStatus::Stale,
+            true => CacheStatus::Hit,
+            false => cache_status(session.cache.phase(), ctx.cache_enabled, ctx.served_stale),
+        };
         if session.cache.lock_duration().is_some() {
             self.cache.stats.record_coalesced_wait();
         }
@@ -699,6 +783,9 @@ impl ProxyHttp for Proxy {
         if let Some(route) = &ctx.route {
             routes::apply_response_rules(&route.response_headers, upstream_response);
         }
+        if let Some(fill) = &ctx.range_fill {
+            fill.client_header(upstream_response);
+        }
         Ok(())
     }
 
@@ -713,6 +800,9 @@ impl ProxyHttp for Proxy {
             if !store.push(body.as_ref(), end_of_stream) {
                 ctx.post_store = None;
             }
+        }
+        if let Some(fill) = ctx.range_fill.as_mut() {
+            fill.client_body(body);
         }
         Ok(None)
     }
@@ -821,7 +911,12 @@ impl ProxyHttp for Proxy {
         if let (None, Some(store)) = (e, ctx.post_store.take()) {
             store.commit(&self.cache).await;
         }
-        if self.shared_tier && ctx.cache_enabled && ctx.upstream_started.is_some() {
+        if let Some(fill) = ctx.range_fill.take() {
+            fill.finish(&self.cache).await;
+        }
+        // A fetch, or an answer from the partial entry, holds the fill lock its lookup took.
+        let filled = ctx.upstream_started.is_some() || ctx.partial_hit;
+        if self.shared_tier && ctx.cache_enabled && filled {
             // A fetch that stored nothing ends the fill here, so other instances waiting
             // on it in a shared tier go on at once.
             let key = request_key(session.req_header(), ctx.route.as_deref());

@@ -759,7 +759,8 @@ fn if_range_is_respected() {
     assert_eq!((stale.status, stale.body.as_str()), (200, "0123456789"));
 }
 
-/// §3.3: a 206 from the origin is not stored as if it were the full response.
+/// §3.3: a 206 from the origin is not stored as if it were the full response (nor, when
+/// no client asked for a range, as a part: see `rules_part3.rs`).
 #[test]
 fn partial_content_from_the_origin_is_not_stored() {
     let origin = Origin::start(|_| {

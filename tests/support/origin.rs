@@ -92,6 +92,54 @@ impl Reply {
         self.delay = delay;
         self
     }
+
+    /// What an origin that supports ranges (RFC 9110 §14) answers `req` with, for the
+    /// representation `full` with header fields `fields` (its `ETag`, `Cache-Control`, ...):
+    /// a single satisfiable byte range gets a 206 with `Content-Range`, an unsatisfiable one a
+    /// 416; no `Range`, several ranges, or an `If-Range` that is not the representation's
+    /// strong `ETag` (or its `Last-Modified`) get the whole body with 200.
+    pub fn ranged(full: &[u8], req: &Recorded, fields: &[(&str, &str)]) -> Reply {
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v)
+        };
+        let mut reply = Reply::ok(full.to_vec());
+        for (name, value) in fields {
+            reply = reply.header(name, value);
+        }
+        let current = req.header("if-range").is_none_or(|v| {
+            let strong = field("etag").is_some_and(|e| !e.starts_with("W/") && e == v);
+            strong || field("last-modified") == Some(v)
+        });
+        let Some(spec) = req.header("range").and_then(|r| r.strip_prefix("bytes=")) else {
+            return reply;
+        };
+        if !current || spec.contains(',') {
+            return reply;
+        }
+        let len = full.len();
+        let (first, last) = spec.split_once('-').expect("a byte range");
+        let span = match (first.parse::<usize>(), last.parse::<usize>()) {
+            (Ok(first), Ok(last)) if first < len => Some((first, last.min(len - 1))),
+            (Ok(first), Err(_)) if first < len => Some((first, len - 1)),
+            (Err(_), Ok(n)) if n > 0 && len > 0 => Some((len - n.min(len), len - 1)),
+            _ => None,
+        };
+        match span {
+            Some((first, last)) => {
+                reply.status = 206;
+                reply.body = full[first..=last].to_vec();
+                reply.header("content-range", &format!("bytes {first}-{last}/{len}"))
+            }
+            None => {
+                reply.status = 416;
+                reply.body = Vec::new();
+                reply.header("content-range", &format!("bytes */{len}"))
+            }
+        }
+    }
 }
 
 type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;

@@ -34,6 +34,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 
 use super::{CacheBackend, Usage};
+use crate::cache::partial;
 
 mod transfer;
 pub use transfer::{Adopted, Exported, Removal};
@@ -349,6 +350,12 @@ impl MemoryStorage {
         Ok(weight)
     }
 
+    /// Removes the one entry stored under `key`; returns whether there was one.
+    pub fn remove_entry_now(&self, key: &CacheKey) -> bool {
+        let mut shard = self.shard(key_of(key.primary_bin())).lock();
+        shard.remove(&key_of(key.combined_bin())).is_some()
+    }
+
     /// Removes every variant stored under the primary key hash `primary`; returns how many.
     pub fn remove_primary(&self, primary: HashBinary) -> u64 {
         self.remove_variants(key_of(primary))
@@ -395,7 +402,7 @@ impl Storage for MemoryStorage {
     ) -> Result<MissHandler> {
         Ok(Box::new(MemoryMiss {
             storage: self,
-            key: key.clone(),
+            key: partial::storage_key(key, meta),
             meta: StoredMeta::new(meta),
             body: BodyBuffer::new(self.limits.max_object_bytes),
         }))
@@ -480,6 +487,14 @@ impl CacheBackend for MemoryStorage {
 
     fn memory_tier(&'static self) -> Option<&'static MemoryStorage> {
         Some(self)
+    }
+
+    async fn peek(&'static self, key: &CacheKey) -> Option<(CacheMeta, Bytes)> {
+        self.get(key)
+    }
+
+    async fn remove_entry(&'static self, key: &CacheKey) {
+        self.remove_entry_now(key);
     }
 
     fn usage(&self) -> Usage {

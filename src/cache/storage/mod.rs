@@ -4,6 +4,9 @@
 //! A backend owns its size bound: it is enforced when an entry is committed, inside the
 //! backend, so it holds however many requests fill the cache at once. No Pingora eviction
 //! manager is used.
+//!
+//! A 206 handed to a backend's miss handler is the URL's partial entry: every backend writes
+//! it under `cache::partial::storage_key`, apart from the full response.
 
 pub mod entry;
 pub mod memory;
@@ -11,8 +14,9 @@ pub mod redis;
 pub mod tiered;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora_cache::storage::Storage;
-use pingora_cache::CacheKey;
+use pingora_cache::{CacheKey, CacheMeta};
 use pingora_error::Result;
 
 pub use memory::MemoryStorage;
@@ -41,6 +45,15 @@ pub trait CacheBackend: Storage + Send + Sync + 'static {
     async fn remove(&'static self, key: &CacheKey) -> Result<bool>;
 
     fn usage(&self) -> Usage;
+
+    /// The entry stored under exactly `key`, read without taking or waiting on any fill
+    /// lock: how the proxy reads a URL's partial entry (`cache::partial`) once the lookup of
+    /// its full entry has missed.
+    async fn peek(&'static self, key: &CacheKey) -> Option<(CacheMeta, Bytes)>;
+
+    /// Removes the entry stored under exactly `key`, leaving the URL's other entries (a
+    /// partial entry that a full one superseded).
+    async fn remove_entry(&'static self, key: &CacheKey);
 
     /// Frees entries that can no longer be served. Called periodically; backends whose
     /// store expires entries by itself need not do anything.

@@ -555,6 +555,11 @@ impl RedisTier {
         Some(removed > u64::from(!combined.is_empty()))
     }
 
+    /// Removes one entry of a URL (its body chunks expire with their TTL).
+    pub async fn remove_entry(&self, primary: &HashBinary, combined: &HashBinary) {
+        self.delete(&[self.meta_key(primary, combined)]).await;
+    }
+
     /// Makes every entry unreachable by moving to a new key generation, and tells the
     /// other instances. Returns whether Redis took it.
     pub async fn clear(&self) -> bool {

@@ -43,6 +43,7 @@ use tokio::sync::{watch, Notify};
 use super::memory::{compact_key, BodyBuffer, MemoryHit, MemoryStorage, StoredMeta};
 use super::redis::{Event, RedisTier, Unavailable, HEALTH_INTERVAL};
 use super::{CacheBackend, L2Status, Usage};
+use crate::cache::partial;
 use crate::metrics::REDIS_METRICS;
 
 /// How often a waiter looks at Redis when no `Filled` event has come.
@@ -280,7 +281,7 @@ impl Storage for TieredStorage {
     ) -> Result<MissHandler> {
         Ok(Box::new(TieredMiss {
             tier: self,
-            key: key.clone(),
+            key: partial::storage_key(key, meta),
             meta: StoredMeta::new(meta),
             body: BodyBuffer::new(self.max_object_bytes),
         }))
@@ -374,6 +375,25 @@ impl CacheBackend for TieredStorage {
 
     fn usage(&self) -> Usage {
         self.l1.map(|l1| l1.usage()).unwrap_or_default()
+    }
+
+    async fn peek(&'static self, key: &CacheKey) -> Option<(CacheMeta, Bytes)> {
+        match self.l1_lookup(key) {
+            Some(found) => Some(found),
+            None => self.l2_lookup(key).await.ok().flatten(),
+        }
+    }
+
+    /// From this instance's memory tier and from Redis. Other instances may keep a copy in
+    /// their memory tier until it expires or is evicted; a partial entry is read only while
+    /// the URL has no full entry, and the full one is what made this one superseded.
+    async fn remove_entry(&'static self, key: &CacheKey) {
+        if let Some(l1) = self.l1 {
+            l1.remove_entry_now(key);
+        }
+        self.l2
+            .remove_entry(&key.primary_bin(), &key.combined_bin())
+            .await;
     }
 
     fn memory_tier(&'static self) -> Option<&'static MemoryStorage> {
