@@ -935,6 +935,11 @@ impl ProxyHttp for Proxy {
         );
         let elapsed = ctx.started.elapsed();
         let route = ctx.route.as_ref().map_or("none", |r| r.name.as_str());
+        // The duration first: a scrape that sees a request counted sees its duration too.
+        METRICS
+            .request_duration
+            .with_label_values(&[cache])
+            .observe(elapsed.as_secs_f64());
         METRICS
             .requests
             .with_label_values(&[
@@ -944,10 +949,6 @@ impl ProxyHttp for Proxy {
                 route,
             ])
             .inc();
-        METRICS
-            .request_duration
-            .with_label_values(&[cache])
-            .observe(elapsed.as_secs_f64());
         if !logging::access_enabled() {
             return;
         }
