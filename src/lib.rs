@@ -2,6 +2,7 @@
 //!
 //! The request path reads top-down: [`server`] wires the services, [`proxy`] runs the
 //! request phases, [`cache`] holds the key, policy and storage, [`config`] the settings.
+//! [`tls`] holds the TLS listener's certificates, [`lifecycle`] the SIGHUP reload.
 //! [`admin`] is a separate service on its own port. [`error`], [`headers`] and [`auth`] are
 //! shared by the proxy and the admin service and depend on neither.
 
@@ -12,9 +13,11 @@ pub mod clear_cache;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod tls;
 pub mod upstream;

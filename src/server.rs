@@ -1,8 +1,10 @@
 //! Wiring: builds the Pingora server and its services from a resolved [`Config`].
 //!
-//! Services: the proxy on `listen`, the admin service on `admin.listen`, a sweeper that frees
-//! expired cache entries, the Redis tier's upkeep (when configured), and the readiness flag,
-//! which turns ready once the proxy and admin services are up.
+//! Services: the proxy on `listen` (plaintext, h2c when enabled) and on `tls.listen` (TLS,
+//! certificates by SNI, h2 by ALPN), both listeners of one Pingora service so that an upgrade
+//! hands both over; the admin service on `admin.listen`; a sweeper that frees expired cache
+//! entries; the Redis tier's upkeep (when configured); SIGHUP reloads (`lifecycle`); and the
+//! readiness flag, which turns ready once the proxy and admin services answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,18 +13,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use log::{debug, warn};
 use parking_lot::Mutex;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_proxy::http_proxy_service_with_name;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
-use crate::admin::{AdminApp, AdminListener, ProbeToken, Readiness, ReadinessService};
+use crate::admin::{AdminApp, AdminListener, Listener, ProbeToken, Readiness, ReadinessService};
 use crate::cache::storage::TierService;
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::lifecycle::{self, Reload, SighupService};
 use crate::proxy::Proxy;
 use crate::routes::Router;
+use crate::tls::{Certificates, PairError};
 use crate::upstream::Upstreams;
 use crate::{logging, metrics};
 
@@ -38,34 +43,46 @@ pub enum StartError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    #[error("cannot catch SIGHUP: {0}")]
+    Signal(std::io::Error),
+    #[error("{0} (the file changed since the configuration was checked)")]
+    Certificates(PairError),
 }
 
 /// Checks that the proxy's listen address can be bound, so that a port in use is a clear
 /// start-up error: Pingora binds inside a service thread, where a failure only panics that
 /// thread. Skipped on upgrade (`-u`), where the running instance hands its sockets over.
-fn check_listen_address(config: &Config) -> Result<(), StartError> {
+fn check_listen_addresses(config: &Config) -> Result<(), StartError> {
     if config.server.upgrade {
         return Ok(());
     }
-    let addr = config.listen;
-    let bind = || -> std::io::Result<()> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-        // As Pingora does, so that connections in TIME_WAIT from a previous run do not
-        // count as "in use".
-        socket.set_reuse_address(true)?;
-        socket.bind(&addr.into())
-    };
-    bind().map_err(|error| StartError::Listen {
-        setting: "listen.host/listen.port",
-        addr,
-        error,
-    })
+    let mut listeners = vec![(config.listen, "listen.host/listen.port")];
+    if let Some(tls) = &config.tls {
+        listeners.push((tls.listen, "tls.host/tls.port"));
+    }
+    for (addr, setting) in listeners {
+        let bind = || -> std::io::Result<()> {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+            // As Pingora does, so that connections in TIME_WAIT from a previous run do not
+            // count as "in use".
+            socket.set_reuse_address(true)?;
+            socket.bind(&addr.into())
+        };
+        bind().map_err(|error| StartError::Listen {
+            setting,
+            addr,
+            error,
+        })?;
+    }
+    Ok(())
 }
 
 /// Builds the server, ready for `run_forever`. With `-u`, `bootstrap` waits here for the
 /// old process to hand over its listening sockets.
 pub fn build(config: &Config) -> Result<Server, StartError> {
-    check_listen_address(config)?;
+    // First: from here on a SIGHUP cannot terminate the process.
+    let sighup = lifecycle::catch_sighup().map_err(StartError::Signal)?;
+    check_listen_addresses(config)?;
     logging::event(
         &format!("starting caching-proxy {}", env!("CARGO_PKG_VERSION")),
         config.summary(),
@@ -93,6 +110,39 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         "caching-proxy",
     );
     proxy.add_tcp(&config.listen.to_string());
+    if config.h2c {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        proxy
+            .app_logic_mut()
+            .expect("a new proxy service has its app")
+            .server_options = Some(options);
+    }
+    let mut reloads: Vec<Arc<dyn Reload>> = Vec::new();
+    let mut listeners = vec![
+        Listener {
+            addr: config.listen,
+            tls: false,
+        },
+        Listener {
+            addr: config.admin.listen,
+            tls: false,
+        },
+    ];
+    if let Some(tls) = &config.tls {
+        let certificates =
+            Certificates::load(tls.certificates.clone()).map_err(StartError::Certificates)?;
+        proxy.add_tls_with_settings(
+            &tls.listen.to_string(),
+            None,
+            certificates.listener_settings(tls.http2),
+        );
+        listeners.push(Listener {
+            addr: tls.listen,
+            tls: true,
+        });
+        reloads.push(Arc::new(certificates));
+    }
 
     let admin_app = AdminApp::new(
         &config.admin,
@@ -140,7 +190,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         "readiness",
         ReadinessService {
             readiness,
-            listeners: vec![config.listen, config.admin.listen],
+            listeners,
             token: probe,
             phases: Mutex::new(Some(server.watch_execution_phase())),
             before_ready: Mutex::new(Some(tier_attempted)),
@@ -148,6 +198,10 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     ));
     ready.add_dependency(&proxy);
     ready.add_dependency(&admin);
+    server.add_service(background_service(
+        "sighup",
+        SighupService { sighup, reloads },
+    ));
     Ok(server)
 }
 

@@ -38,7 +38,7 @@ use crate::headers::{self, SECURITY_HEADERS, X_REQUEST_ID};
 use crate::metrics::{self, METRICS};
 use crate::routes::Router;
 use crate::upstream::Upstreams;
-pub use health::{ProbeToken, Readiness, ReadinessService, PROBE_HEADER};
+pub use health::{Listener, ProbeToken, Readiness, ReadinessService, PROBE_HEADER};
 pub use listener::AdminListener;
 
 /// Largest request body the admin service reads.
@@ -138,12 +138,9 @@ impl AdminApp {
                 let url = read_purge_url(session).await?;
                 let (tls, host, path_and_query) = key::url_parts(&url)
                     .map_err(|e| (ErrorKind::BadRequest, format!("url: {e}")))?;
-                // As the proxy keys it: its route may leave query parameters out.
-                let key = if tls {
-                    key::for_parts(true, &host, &path_and_query)
-                } else {
-                    self.router.cache_key(&host, &path_and_query)
-                };
+                // As the proxy keys it: the URL's scheme, and its route may leave query
+                // parameters out.
+                let key = self.router.cache_key(tls, &host, &path_and_query);
                 let purged = self
                     .cache
                     .backend
