@@ -16,7 +16,8 @@ use parking_lot::Mutex;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
-use pingora_proxy::http_proxy_service_with_name;
+use pingora_core::services::listening::Service;
+use pingora_proxy::http_proxy;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
@@ -24,7 +25,7 @@ use crate::admin::{AdminApp, AdminListener, Listener, ProbeToken, Readiness, Rea
 use crate::cache::storage::TierService;
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::lifecycle::{self, Reload, SighupService};
+use crate::lifecycle::{self, Reload, ServeAccepted, SighupService};
 use crate::proxy::Proxy;
 use crate::routes::Router;
 use crate::tls::{Certificates, PairError};
@@ -104,20 +105,20 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
 
     let (upstreams, upstream_services) = Upstreams::build(&config.routing);
     let router = Arc::new(Router::new(&config.routing, &upstreams));
-    let mut proxy = http_proxy_service_with_name(
+    let mut app = http_proxy(
         &server.configuration,
         Proxy::new(config, cache.clone(), probe.clone(), router.clone()),
-        "caching-proxy",
     );
-    proxy.add_tcp(&config.listen.to_string());
     if config.h2c {
         let mut options = HttpServerOptions::default();
         options.h2c = true;
-        proxy
-            .app_logic_mut()
-            .expect("a new proxy service has its app")
-            .server_options = Some(options);
+        app.server_options = Some(options);
     }
+    let mut proxy = Service::new(
+        "caching-proxy".to_owned(),
+        ServeAccepted::new(app, config.server.grace_period),
+    );
+    proxy.add_tcp(&config.listen.to_string());
     let mut reloads: Vec<Arc<dyn Reload>> = Vec::new();
     let mut listeners = vec![
         Listener {

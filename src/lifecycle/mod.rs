@@ -1,4 +1,5 @@
-//! Process signals that Pingora leaves to the application: SIGHUP, the operator's "reload".
+//! Process signals that Pingora leaves to the application: SIGHUP, the operator's "reload";
+//! and [`drain`], which serves connections accepted just before the listeners stop.
 //!
 //! Pingora handles SIGQUIT (hand the listeners to a new process, then drain), SIGTERM
 //! (graceful stop) and SIGINT (fast stop) itself, and nothing else: the default action of
@@ -20,6 +21,10 @@
 //! more `Reload`, or replaces the certificate one, since the new process loads the
 //! certificates itself; the signal plumbing above stays as it is. A second SIGHUP that
 //! arrives while reloads run is taken once they finish (signals are coalesced, never lost).
+
+pub mod drain;
+
+pub use drain::ServeAccepted;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
