@@ -1,12 +1,13 @@
 //! Shared helpers for the whole-proxy tests: a scripted origin that records what it
-//! receives, the real `caching-proxy` binary on ephemeral ports, a small HTTP client, and
-//! real `redis-server` processes for the Redis tier.
+//! receives, the real `caching-proxy` binary on ephemeral ports, a small HTTP client, real
+//! `redis-server` processes for the Redis tier, and TLS / HTTP/2 clients with a test CA.
 #![allow(dead_code, unused_imports)] // each test file uses a different subset
 
 pub mod client;
 pub mod origin;
 pub mod proxy;
 pub mod redis;
+pub mod tls;
 
 pub use client::{get, raw, request, Response};
 pub use origin::{Origin, Recorded, Reply, TestPki};

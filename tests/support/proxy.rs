@@ -46,6 +46,9 @@ pub struct ProxyBuilder {
     envs: Vec<(String, String)>,
     port: u16,
     admin_port: u16,
+    /// Reserved for every proxy; used with [`ProxyBuilder::tls`] or [`ProxyBuilder::tls_listener`].
+    tls_port: u16,
+    tls: bool,
     keep: Vec<Arc<dyn Any + Send + Sync>>,
 }
 
@@ -53,6 +56,8 @@ pub struct Proxy {
     child: Child,
     pub port: u16,
     pub admin_port: u16,
+    /// The TLS listener's port, when the proxy has one.
+    pub tls_port: Option<u16>,
     dir: tempfile::TempDir,
     /// Things the proxy needs for as long as it runs (its Redis), dropped after it stops.
     keep: Vec<Arc<dyn Any + Send + Sync>>,
@@ -60,7 +65,7 @@ pub struct Proxy {
 
 impl ProxyBuilder {
     pub fn new(origin: &str) -> Self {
-        let ports = free_ports::<2>();
+        let ports = free_ports::<3>();
         ProxyBuilder {
             args: vec!["--origin".into(), origin.into()],
             port_flag: true,
@@ -70,6 +75,8 @@ impl ProxyBuilder {
             envs: Vec::new(),
             port: ports[0],
             admin_port: ports[1],
+            tls_port: ports[2],
+            tls: false,
             keep: Vec::new(),
         }
     }
@@ -112,6 +119,23 @@ impl ProxyBuilder {
         self
     }
 
+    /// Adds the TLS listener (`--tls-port` on a free port) with one certificate.
+    pub fn tls(self, files: &super::tls::CertFiles) -> Self {
+        self.tls_listener()
+            .args(&["--tls-cert", files.cert(), "--tls-key", files.key()])
+    }
+
+    /// Adds the TLS listener; its certificates come from the test's config file or flags.
+    pub fn tls_listener(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// The port the TLS listener will use.
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port
+    }
+
     /// Sets `--grace-period` (0 by default, so that tests end quickly).
     pub fn grace_period(mut self, value: &str) -> Self {
         self.grace_period = value.to_owned();
@@ -124,6 +148,9 @@ impl ProxyBuilder {
         let mut b = ProxyBuilder::new(origin);
         b.port = running.port;
         b.admin_port = running.admin_port;
+        if let Some(tls_port) = running.tls_port {
+            b.tls_port = tls_port;
+        }
         b.state_dir = Some(running.state_dir());
         b.upgrade = true;
         b
@@ -148,7 +175,7 @@ impl ProxyBuilder {
             match self.try_start() {
                 Ok(proxy) => return proxy,
                 Err(log) if log.contains("cannot listen on") => {
-                    [self.port, self.admin_port] = free_ports::<2>();
+                    [self.port, self.admin_port, self.tls_port] = free_ports::<3>();
                 }
                 Err(log) => panic!("caching-proxy did not become ready:\n{log}"),
             }
@@ -167,6 +194,14 @@ impl ProxyBuilder {
         cmd.args(["--host", "127.0.0.1", "--threads", "2"]);
         if self.port_flag {
             cmd.args(["--port", &self.port.to_string()]);
+        }
+        if self.tls {
+            cmd.args([
+                "--tls-host",
+                "127.0.0.1",
+                "--tls-port",
+                &self.tls_port.to_string(),
+            ]);
         }
         cmd.args(["--admin-port", &self.admin_port.to_string()])
             .arg(format!("--pid-file={}", state.join("proxy.pid").display()))
@@ -194,6 +229,7 @@ impl ProxyBuilder {
             child,
             port: self.port,
             admin_port: self.admin_port,
+            tls_port: self.tls.then_some(self.tls_port),
             dir,
             keep: self.keep.clone(),
         };
@@ -216,6 +252,24 @@ impl Proxy {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The TLS listener's address (panics without one).
+    pub fn tls_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.tls_port.expect("a TLS listener")))
+    }
+
+    /// Prometheus text from `/metrics`.
+    pub fn metrics(&self) -> String {
+        super::get(&self.admin_url("/metrics")).body
+    }
+
+    /// The value of one sample of `/metrics` (`name{labels}` as printed), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
