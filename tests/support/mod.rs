@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)] // each test file uses a different subset
 
 pub mod client;
+pub mod h2_origin;
 pub mod origin;
 pub mod proxy;
 pub mod redis;

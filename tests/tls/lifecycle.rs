@@ -196,3 +196,15 @@ fn upgrade_hands_the_tls_listener_over_under_load() {
         ok.load(Ordering::SeqCst)
     );
 }
+
+/// SIGHUP never ends the process (its default action would): without a TLS listener there
+/// is nothing to reload, and the process says so and keeps serving.
+#[test]
+fn sighup_without_a_tls_listener_keeps_serving() {
+    let origin = Origin::cacheable();
+    let mut proxy = ProxyBuilder::new(&origin.url()).start();
+    proxy.signal("HUP");
+    proxy.wait_log("nothing to reload");
+    assert!(proxy.is_running());
+    assert_eq!(get(&proxy.url("/x")).status, 200);
+}
