@@ -208,3 +208,36 @@ fn sighup_without_a_tls_listener_keeps_serving() {
     assert!(proxy.is_running());
     assert_eq!(get(&proxy.url("/x")).status, 200);
 }
+
+/// An upgrade whose certificates fail their checks: the new process (`-u`) exits 2 before it
+/// takes the listeners, naming the key, and the running process keeps serving over TLS.
+#[test]
+fn an_upgrade_with_a_bad_certificate_never_takes_the_listeners() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let files = ca.issue(&["localhost"]).write(dir.path(), "site");
+    let origin = Origin::cacheable();
+    let mut old = ProxyBuilder::new(&origin.url()).tls(&files).start();
+    let other = ca.issue(&["localhost"]).write(dir.path(), "other");
+    let mismatched = super::support::tls::CertFiles {
+        cert: files.cert.clone(),
+        key: other.key.clone(),
+    };
+    let new = Proxy::spawn_upgrade(ProxyBuilder::upgrade_of(&old, &origin.url()).tls(&mismatched));
+    let Err(failure) = new.join() else {
+        panic!("the new process must not become ready");
+    };
+    let message = failure
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("exited with exit status: 2")
+            && message.contains("tls.certificates[0].key"),
+        "{message}"
+    );
+    let client = ClientTls::trusting(&ca.pem, &["http/1.1"]);
+    let mut conn = client.connect(old.tls_addr(), "localhost").unwrap();
+    assert_eq!(conn.get("localhost", "/still").unwrap().status, 200);
+    assert!(old.is_running());
+}
