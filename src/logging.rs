@@ -32,6 +32,35 @@ fn now() -> String {
 
 pub fn init(level: LevelFilter, format: LogFormat) {
     let _ = FORMAT.set(format);
+    let logger = builder(level, format).build();
+    // Error records always reach `Observed` (whatever `log.level` says), so that the
+    // failures it counts are counted; the inner logger still applies the level.
+    let max = logger.filter().max(LevelFilter::Error);
+    if log::set_boxed_logger(Box::new(Observed(logger))).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// The logger, with a look at each record first: Pingora reports failed TLS handshakes only
+/// as log records (see `tls::handshake`).
+struct Observed(env_logger::Logger);
+
+impl log::Log for Observed {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Error || self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        crate::tls::handshake::observe_log(record);
+        self.0.log(record);
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+fn builder(level: LevelFilter, format: LogFormat) -> env_logger::Builder {
     let mut builder = env_logger::Builder::new();
     builder.filter_level(level);
     if format == LogFormat::Json {
@@ -52,7 +81,7 @@ pub fn init(level: LevelFilter, format: LogFormat) {
     } else {
         builder.format_timestamp_millis();
     }
-    let _ = builder.try_init();
+    builder
 }
 
 /// An application event with structured fields: in JSON they are a `fields` object, in text
@@ -83,6 +112,10 @@ pub struct AccessRecord<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub status: u16,
+    /// `http/1.1`, `http/1.0` or `h2`.
+    pub protocol: &'static str,
+    /// The TLS version (`TLSv1.3`), null on the plaintext listener.
+    pub tls: Option<&'static str>,
     pub cache: &'a str,
     pub bytes_sent: usize,
     pub duration_ms: f64,
@@ -113,7 +146,7 @@ pub fn access(record: &AccessRecord) {
         },
         LogFormat::Text => info!(
             target: ACCESS,
-            "{} {}{}{} {} {} {}B {:.1}ms request_id={}{}",
+            "{} {}{}{} {} {} {}B {:.1}ms {}{} request_id={}{}",
             record.method,
             record.path,
             if record.query.is_some() { "?" } else { "" },
@@ -122,6 +155,8 @@ pub fn access(record: &AccessRecord) {
             record.cache,
             record.bytes_sent,
             record.duration_ms,
+            record.protocol,
+            record.tls.map(|v| format!("+{v}")).unwrap_or_default(),
             record.request_id,
             record.error.map(|e| format!(" error={e}")).unwrap_or_default(),
         ),
@@ -142,6 +177,8 @@ mod tests {
             path: "/a",
             query: Some("x=1"),
             status: 200,
+            protocol: "h2",
+            tls: Some("TLSv1.3"),
             cache: "HIT",
             bytes_sent: 12,
             duration_ms: 1.5,
@@ -159,6 +196,8 @@ mod tests {
             "path",
             "query",
             "status",
+            "protocol",
+            "tls",
             "cache",
             "bytes_sent",
             "duration_ms",

@@ -3,10 +3,28 @@
 use std::process::ExitCode;
 
 use caching_proxy::config::{Cli, Config};
+use caching_proxy::lifecycle::reload;
 use caching_proxy::{clear_cache, logging, server};
 
 fn main() -> ExitCode {
+    reload::remember_invocation();
     let cli = Cli::try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
+
+    if cli.reload {
+        return match Config::load_pid_file(&cli)
+            .map_err(|e| e.to_string())
+            .and_then(|pid_file| reload::request(&pid_file).map_err(|e| e.to_string()))
+        {
+            Ok((old, new)) => {
+                println!("reloaded: pid {new} serves (was {old})");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("caching-proxy: could not reload: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
 
     if cli.clear_cache {
         return match Config::load_admin(&cli)
@@ -27,7 +45,9 @@ fn main() -> ExitCode {
     let config = match Config::load(&cli) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("caching-proxy: invalid configuration: {e}");
+            let message = format!("invalid configuration: {e}");
+            eprintln!("caching-proxy: {message}");
+            reload::report_to_parent(Err(&message));
             return ExitCode::from(2);
         }
     };
@@ -40,6 +60,7 @@ fn main() -> ExitCode {
         Ok(server) => server.run_forever(),
         Err(e) => {
             eprintln!("caching-proxy: {e}");
+            reload::report_to_parent(Err(&e.to_string()));
             ExitCode::FAILURE
         }
     }

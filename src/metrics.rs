@@ -182,6 +182,42 @@ pub static REDIS_METRICS: Lazy<RedisMetrics> = Lazy::new(|| {
     }
 });
 
+/// Metrics of the TLS listener, registered when one is configured.
+pub struct TlsMetrics {
+    /// By negotiated version: `TLSv1.2`, `TLSv1.3`.
+    pub handshakes: IntCounterVec,
+    /// Handshakes that failed or timed out (see `tls::handshake` for how they are seen).
+    pub handshake_errors: IntCounter,
+    /// `notAfter` of each certificate in use, by its first name.
+    pub certificate_expiry: IntGaugeVec,
+}
+
+pub static TLS_METRICS: Lazy<TlsMetrics> = Lazy::new(|| {
+    let m = TlsMetrics {
+        handshakes: register_int_counter_vec!(
+            "caching_proxy_tls_handshakes_total",
+            "TLS handshakes completed on the TLS listener, by negotiated version.",
+            &["version"]
+        )
+        .expect("register"),
+        handshake_errors: prometheus::register_int_counter!(
+            "caching_proxy_tls_handshake_errors_total",
+            "TLS handshakes on the TLS listener that failed or timed out."
+        )
+        .expect("register"),
+        certificate_expiry: register_int_gauge_vec!(
+            "caching_proxy_tls_certificate_expiry_timestamp_seconds",
+            "When each certificate in use expires (notAfter, Unix seconds), by its first name.",
+            &["name"]
+        )
+        .expect("register"),
+    };
+    for version in ["TLSv1.2", "TLSv1.3"] {
+        m.handshakes.with_label_values(&[version]);
+    }
+    m
+});
+
 /// "2xx", "3xx", ... for a status code; "error" for 0 (no response written).
 pub fn status_class(status: u16) -> &'static str {
     match status {

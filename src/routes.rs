@@ -42,9 +42,9 @@ impl Route {
         })
     }
 
-    /// The cache key of a URL on this route.
-    pub fn cache_key(&self, host: &str, path_and_query: &str) -> CacheKey {
-        key::for_parts_ignoring(false, host, path_and_query, &self.cache.key_ignore_query)
+    /// The cache key of a URL on this route; `tls`: an https URL.
+    pub fn cache_key(&self, tls: bool, host: &str, path_and_query: &str) -> CacheKey {
+        key::for_parts_ignoring(tls, host, path_and_query, &self.cache.key_ignore_query)
     }
 
     /// Whether responses on this route may use the cache at all.
@@ -154,12 +154,13 @@ impl Router {
         self.route(key::request_host(req), req.uri.path())
     }
 
-    /// The cache key of a URL as the proxy builds it (with its route's query rules).
-    pub fn cache_key(&self, host: &str, path_and_query: &str) -> CacheKey {
+    /// The cache key of a URL as the proxy builds it (with its route's query rules); `tls`:
+    /// an https URL.
+    pub fn cache_key(&self, tls: bool, host: &str, path_and_query: &str) -> CacheKey {
         let path = path_and_query.split('?').next().unwrap_or("/");
         match self.route(host, path) {
-            Some(route) => route.cache_key(host, path_and_query),
-            None => key::for_parts(false, host, path_and_query),
+            Some(route) => route.cache_key(tls, host, path_and_query),
+            None => key::for_parts(tls, host, path_and_query),
         }
     }
 }
@@ -199,6 +200,7 @@ mod tests {
             }],
             selection: Selection::RoundRobin,
             tls: false,
+            http2: false,
             sni: None,
             health_check: None,
             resolve_interval: Duration::ZERO,

@@ -1,9 +1,12 @@
 //! Wiring: builds the Pingora server and its services from a resolved [`Config`].
 //!
-//! Services: the proxy on `listen`, the admin service on `admin.listen`, a sweeper that frees
-//! expired cache entries, the status sampler (the admin status page's once-a-second figures),
-//! the Redis tier's upkeep (when configured), and the readiness flag, which turns ready once
-//! the proxy and admin services are up.
+//! Services: the proxy on `listen` (plaintext, h2c when enabled) and on `tls.listen` (TLS,
+//! certificates by SNI, h2 by ALPN), both listeners of one Pingora service so that an upgrade
+//! hands both over; the admin service on `admin.listen`; the status sampler (the admin status
+//! page's once-a-second figures); a sweeper that frees expired cache entries; the cache
+//! hand-over to and from another process on an upgrade or reload (`lifecycle::handover`);
+//! the Redis tier's upkeep (when configured); SIGHUP reloads (`lifecycle::reload`); and the
+//! readiness flag, which turns ready once the proxy and admin services answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,20 +15,27 @@ use std::time::Duration;
 use async_trait::async_trait;
 use log::{debug, warn};
 use parking_lot::Mutex;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
-use pingora_proxy::http_proxy_service_with_name;
+use pingora_core::services::listening::Service;
+use pingora_proxy::http_proxy;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
-use crate::admin::{AdminApp, AdminListener, ProbeToken, Readiness, ReadinessService, StatusPage};
+use crate::admin::{
+    AdminApp, AdminListener, Listener, ProbeToken, Readiness, ReadinessService, StatusPage,
+};
 use crate::cache::storage::TierService;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::lifecycle::handover::{self, HandoverService};
+use crate::lifecycle::reload::{self, Reexec};
+use crate::lifecycle::{self, ServeAccepted, SighupService};
 use crate::proxy::Proxy;
 use crate::routes::Router;
 use crate::status::{Sampler, StatusBoard};
+use crate::tls::{Certificates, PairError};
 use crate::upstream::Upstreams;
 use crate::{logging, metrics};
 
@@ -41,34 +51,46 @@ pub enum StartError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    #[error("cannot catch SIGHUP: {0}")]
+    Signal(std::io::Error),
+    #[error("{0} (the file changed since the configuration was checked)")]
+    Certificates(PairError),
 }
 
 /// Checks that the proxy's listen address can be bound, so that a port in use is a clear
 /// start-up error: Pingora binds inside a service thread, where a failure only panics that
 /// thread. Skipped on upgrade (`-u`), where the running instance hands its sockets over.
-fn check_listen_address(config: &Config) -> Result<(), StartError> {
+fn check_listen_addresses(config: &Config) -> Result<(), StartError> {
     if config.server.upgrade {
         return Ok(());
     }
-    let addr = config.listen;
-    let bind = || -> std::io::Result<()> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-        // As Pingora does, so that connections in TIME_WAIT from a previous run do not
-        // count as "in use".
-        socket.set_reuse_address(true)?;
-        socket.bind(&addr.into())
-    };
-    bind().map_err(|error| StartError::Listen {
-        setting: "listen.host/listen.port",
-        addr,
-        error,
-    })
+    let mut listeners = vec![(config.listen, "listen.host/listen.port")];
+    if let Some(tls) = &config.tls {
+        listeners.push((tls.listen, "tls.host/tls.port"));
+    }
+    for (addr, setting) in listeners {
+        let bind = || -> std::io::Result<()> {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+            // As Pingora does, so that connections in TIME_WAIT from a previous run do not
+            // count as "in use".
+            socket.set_reuse_address(true)?;
+            socket.bind(&addr.into())
+        };
+        bind().map_err(|error| StartError::Listen {
+            setting,
+            addr,
+            error,
+        })?;
+    }
+    Ok(())
 }
 
 /// Builds the server, ready for `run_forever`. With `-u`, `bootstrap` waits here for the
 /// old process to hand over its listening sockets.
 pub fn build(config: &Config) -> Result<Server, StartError> {
-    check_listen_address(config)?;
+    // First: from here on a SIGHUP cannot terminate the process.
+    let sighup = lifecycle::catch_sighup().map_err(StartError::Signal)?;
+    check_listen_addresses(config)?;
     logging::event(
         &format!("starting caching-proxy {}", env!("CARGO_PKG_VERSION")),
         config.summary(),
@@ -79,8 +101,23 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
             config.admin.listen
         );
     }
+    let certificates = match &config.tls {
+        Some(tls) => Some(Certificates::load(&tls.certificates).map_err(StartError::Certificates)?),
+        None => None,
+    };
+    // Everything is checked: a process started by a reload tells the running one, which
+    // then hands its listeners over (`bootstrap` below waits for them).
+    reload::report_to_parent(Ok(()));
     let mut server = Server::new_with_opt_and_conf(config.pingora_opt(), config.pingora_conf());
     server.bootstrap();
+    // A daemon's pid file is Pingora's (written after it forks); in the foreground this
+    // process writes it once it has the listeners, so `--reload` finds the one serving.
+    if !config.server.daemon {
+        let pid = format!("{}\n", std::process::id());
+        if let Err(e) = std::fs::write(&config.server.pid_file, pid) {
+            warn!("cannot write the pid file {}: {e}", config.server.pid_file);
+        }
+    }
 
     let (cache, tier) = Cache::from_config(&config.cache);
     let cache = Arc::new(cache);
@@ -91,7 +128,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
 
     let (upstreams, upstream_services) = Upstreams::build(&config.routing);
     let router = Arc::new(Router::new(&config.routing, &upstreams));
-    let mut proxy = http_proxy_service_with_name(
+    let mut app = http_proxy(
         &server.configuration,
         Proxy::new(
             config,
@@ -100,9 +137,38 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
             router.clone(),
             board.clone(),
         ),
-        "caching-proxy",
+    );
+    if config.h2c {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
+    let mut proxy = Service::new(
+        "caching-proxy".to_owned(),
+        ServeAccepted::new(app, config.server.grace_period),
     );
     proxy.add_tcp(&config.listen.to_string());
+    let mut listeners = vec![
+        Listener {
+            addr: config.listen,
+            tls: false,
+        },
+        Listener {
+            addr: config.admin.listen,
+            tls: false,
+        },
+    ];
+    if let (Some(tls), Some(certificates)) = (&config.tls, &certificates) {
+        proxy.add_tls_with_settings(
+            &tls.listen.to_string(),
+            None,
+            certificates.listener_settings(tls.http2),
+        );
+        listeners.push(Listener {
+            addr: tls.listen,
+            tls: true,
+        });
+    }
 
     let admin_app = AdminApp::new(
         &config.admin,
@@ -169,7 +235,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         "readiness",
         ReadinessService {
             readiness,
-            listeners: vec![config.listen, config.admin.listen],
+            listeners,
             token: probe,
             phases: Mutex::new(Some(server.watch_execution_phase())),
             before_ready: Mutex::new(Some(tier_attempted)),
@@ -177,6 +243,16 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     ));
     ready.add_dependency(&proxy);
     ready.add_dependency(&admin);
+    server.add_service(background_service(
+        "sighup",
+        SighupService {
+            sighup,
+            reload: Arc::new(Reexec::new(
+                &config.server.pid_file,
+                &config.server.upgrade_sock,
+            )),
+        },
+    ));
     Ok(server)
 }
 

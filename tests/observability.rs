@@ -298,6 +298,7 @@ fn text_format_on_request() {
     let log = proxy.wait_log("request_id=text-1");
     let line = log.lines().find(|l| l.contains("text-1")).unwrap();
     assert!(line.contains("GET /t?q=2 200 MISS"), "{line}");
+    assert!(line.contains("ms http/1.1 request_id=text-1"), "{line}");
 }
 
 #[test]

@@ -1,7 +1,10 @@
-//! `https://` origins: TLS with SNI and certificate verification.
+//! `https://` origins: TLS with SNI and certificate verification, and HTTP/2 to them.
 
 mod support;
 
+use std::time::Duration;
+
+use support::h2_origin::H2Origin;
 use support::{get, Origin, Proxy, ProxyBuilder, Reply, TestPki};
 
 fn tls_origin(pki: &TestPki) -> Origin {
@@ -72,4 +75,81 @@ fn certificate_for_another_name_is_refused_with_502() {
     assert_eq!(resp.status, 502);
     assert_eq!(resp.json()["code"], "ORIGIN_UNREACHABLE");
     assert_eq!(origin.hits(), 0);
+}
+
+/// `upstream.http2`: h2 is offered to https origins and chosen; concurrent requests share
+/// one connection (many streams per connection), and responses are cached as usual.
+#[test]
+fn origin_http2_offers_h2_and_multiplexes() {
+    let pki = TestPki::new(&["localhost"]);
+    let origin = H2Origin::start(&pki, Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let proxy = ProxyBuilder::new(&format!("https://localhost:{}", origin.addr().port()))
+        .args(&["--ca-file", ca.to_str().unwrap(), "--origin-http2"])
+        .start();
+    let first = get(&proxy.url("/warm"));
+    assert_eq!(
+        (first.status, first.body.as_str()),
+        (200, "h2 /warm"),
+        "{first:?}"
+    );
+    assert_eq!(first.x_cache(), "MISS");
+    let concurrent: Vec<_> = (0..5)
+        .map(|i| {
+            let url = proxy.url(&format!("/p{i}"));
+            std::thread::spawn(move || get(&url))
+        })
+        .collect();
+    for (i, r) in concurrent.into_iter().enumerate() {
+        let r = r.join().unwrap();
+        assert_eq!((r.status, r.body), (200, format!("h2 /p{i}")));
+    }
+    assert_eq!(get(&proxy.url("/warm")).x_cache(), "HIT");
+    assert_eq!(origin.protocols(), ["h2"], "one h2 connection for all");
+}
+
+/// Without `upstream.http2` the origin is asked over HTTP/1.1; an upstream group's own
+/// `http2: true` turns h2 on for that group.
+#[test]
+fn h2_to_origins_is_off_by_default_and_per_group() {
+    let pki = TestPki::new(&["localhost"]);
+    let origin = H2Origin::start(&pki, Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let url = format!("https://localhost:{}", origin.addr().port());
+    let proxy = ProxyBuilder::new(&url)
+        .args(&["--ca-file", ca.to_str().unwrap()])
+        .start();
+    assert_eq!(get(&proxy.url("/a")).body, "http/1.1 /a");
+    assert_eq!(origin.protocols(), ["http/1.1"]);
+    drop(proxy);
+
+    let conf = dir.path().join("proxy.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "upstreams:\n  site:\n    servers: [\"localhost:{}\"]\n    tls: true\n    http2: true\nroutes:\n  - {{hosts: [site.example], upstream: site}}\n",
+            origin.addr().port()
+        ),
+    )
+    .unwrap();
+    let proxy = ProxyBuilder::new(&url)
+        .args(&[
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "-c",
+            conf.to_str().unwrap(),
+        ])
+        .start();
+    let r = support::request("GET", &proxy.url("/b"), &[("host", "site.example")], None);
+    assert_eq!(r.body, "h2 /b", "{r:?}");
+    assert_eq!(
+        get(&proxy.url("/c")).body,
+        "http/1.1 /c",
+        "--origin's group"
+    );
+    assert_eq!(origin.protocols(), ["http/1.1", "h2", "http/1.1"]);
 }

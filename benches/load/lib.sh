@@ -66,7 +66,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Installs what is missing: nginx-light (or nginx), varnish, redis-server (with redis-cli),
-# wrk, taskset, curl, jq, python3 (benches/load/burst.py). The packages may start their
+# wrk, taskset, curl, jq, python3 (benches/load/burst.py), h2load (nghttp2-client) and
+# openssl (the TLS rows). The packages may start their
 # distribution services (port 80, 6081, 6379): those are stopped right away, the benchmark
 # runs its own instances.
 ensure_packages() {
@@ -79,6 +80,8 @@ ensure_packages() {
     command -v curl >/dev/null || missing+=(curl)
     command -v jq >/dev/null || missing+=(jq)
     command -v python3 >/dev/null || missing+=(python3)
+    command -v h2load >/dev/null || missing+=(nghttp2-client)
+    command -v openssl >/dev/null || missing+=(openssl)
     ((${#missing[@]})) || return 0
     [[ $(id -u) == 0 ]] || die "missing ${missing[*]}: install them (apt-get install) or run as root"
     log "installing ${missing[*]}"

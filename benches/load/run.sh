@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # Whole-proxy load benchmark: caching-proxy, nginx (proxy_cache) and Varnish side by side in
-# front of one origin (examples/bench_origin.rs), on this machine, over loopback only; and
-# caching-proxy's Redis tier (rows for caching-proxy only: the others have no shared tier).
+# front of one origin (examples/bench_origin.rs), on this machine, over loopback only;
+# caching-proxy's Redis tier (rows for caching-proxy only: the others have no shared tier);
+# and TLS at the edge, caching-proxy beside nginx (`listen ... ssl http2`, same certificate):
+# HTTPS/1.1 and HTTP/2 hits and new TLS 1.3 handshakes (see tls.sh).
 #
-#   bash benches/load/run.sh                  # DURATION=10 s per row, about 5 minutes
+#   bash benches/load/run.sh                  # DURATION=10 s per row, about 6 minutes
 #   DURATION=3 WARMUP=1 bash benches/load/run.sh
-#   ROWS="miss64 miss64lb" bash benches/load/run.sh   # only these rows (ids as in main)
+#   ROWS="tlshit1k h2hit1k handshake" bash benches/load/run.sh   # only these rows (ids in main;
+#                                             # writes a results file only with RESULTS=FILE)
 #
 # Each server runs pinned to CPU 0 (caching-proxy --threads 1, nginx with 1 worker, Varnish
 # with its defaults); wrk (1 thread), the origin and redis-server share CPU 1. Caches are
 # warmed before the HIT rows. Prints one Markdown table and writes it, with the machine and
-# versions, to benches/results/latest.md (RESULTS=FILE to write elsewhere; a run of some
-# ROWS only prints, unless RESULTS is given). See benches/README.md.
+# versions, to benches/results/latest.md (RESULTS=FILE to write elsewhere). See
+# benches/README.md.
 set -euo pipefail
 
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tls.sh
+source "$(dirname "${BASH_SOURCE[0]}")/tls.sh"
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
@@ -23,16 +28,27 @@ BURST=${BURST:-200}
 # The Host of every request of the 3-proxy row: the cache key includes it, so the three
 # proxies share an entry only when the requests name one host.
 SHARED_HOST=bench.test
-# ROWS: the ids of the rows to run (space- or comma-separated); all when unset. Read here,
-# as the script's own row list is built below.
-ONLY_ROWS=${ROWS:-}
-ONLY_ROWS=${ONLY_ROWS//,/ }
-if [[ -z $ONLY_ROWS ]]; then
+RUN_ID=$(date +%s)-$$
+# ROWS="id id ..." (or comma-separated): run only these rows (ids in main below); every row
+# by default. A partial run does not replace the full table unless RESULTS names a file.
+ROW_FILTER=${ROWS:-}
+ROW_FILTER=${ROW_FILTER//,/ }
+if [[ -z $ROW_FILTER ]]; then
     RESULTS=${RESULTS:-$ROOT/benches/results/latest.md}
 else
     RESULTS=${RESULTS:-}
 fi
-RUN_ID=$(date +%s)-$$
+
+# Whether a row is to run.
+want() { [[ -z $ROW_FILTER || " $ROW_FILTER " == *" $1 "* ]]; }
+# Whether any of these rows is to run.
+want_any() {
+    local row
+    for row in "$@"; do want "$row" && return 0; done
+    return 1
+}
+# Whether a row ran (and has results).
+ran() { [[ " ${DONE_ROWS[*]} " == *" $1 "* ]]; }
 
 start_nginx() {
     NGINX_PORT=$(free_ports 1)
@@ -68,6 +84,7 @@ http {
     }
     server {
         listen 127.0.0.1:$NGINX_PORT;
+$(nginx_tls_listen)
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -103,10 +120,15 @@ SERVERS=(ours nginx varnish)
 declare -A NAME=([ours]=caching-proxy [nginx]=nginx [varnish]=Varnish
     [l2]="caching-proxy, Redis, L1 off" [l1]="caching-proxy, Redis, L1 64 MiB"
     [shared]="3 × caching-proxy, one Redis"
+    [ours_tls]="caching-proxy, TLS" [nginx_tls]="nginx, TLS"
     [lb]="caching-proxy, 2 origins round robin")
 declare -A PORT PID ADMIN R
-# The rows run, in order.
-TABLE_ROWS=()
+# The scheme of a server's URLs (http unless set).
+declare -A SCHEME=([ours_tls]=https [nginx_tls]=https)
+# What caching-proxy's lines are compared with in the ratio columns: nginx, Varnish.
+declare -A PEER_NGINX=([ours]=nginx [ours_tls]=nginx_tls) PEER_VARNISH=([ours]=varnish)
+# The rows that ran, in order.
+DONE_ROWS=()
 # A row's label, and the servers it ran against.
 declare -A LABEL ROW_SERVERS
 
@@ -163,32 +185,26 @@ record() {
     log "$row ${NAME[$s]}: req/s $3, p50 $4 ms, p99 $5 ms, mean $6 ms, RSS $(($8 / 1024)) MiB, CPU ${11} %, origin fetches $9, errors ${10}"
 }
 
-# Whether ROWS asks for this row (all rows when ROWS is unset).
-wanted() {
-    [[ -z $ONLY_ROWS || " $ONLY_ROWS " == *" $1 "* ]]
-}
-
 # A wrk row: wrk_row ROW LABEL PATH CONNECTIONS hit|miss [SERVER...] (default: SERVERS)
 wrk_row() {
     local row=$1 path=$3 conns=$4 mode=$5 s url before after l2before servers
     local rps p50 p99 mean max errors ticks t0 cpu
-    wanted "$row" || return 0
-    TABLE_ROWS+=("$row")
+    DONE_ROWS+=("$row")
     LABEL[$row]=$2
     shift 5
     servers=("$@")
     ((${#servers[@]})) || servers=("${SERVERS[@]}")
     ROW_SERVERS[$row]="${servers[*]}"
     for s in "${servers[@]}"; do
-        url="http://127.0.0.1:${PORT[$s]}$path"
+        url="${SCHEME[$s]:-http}://127.0.0.1:${PORT[$s]}$path"
         local script=()
         if [[ $mode == miss ]]; then
             script=(-s "$LOAD_DIR/unique.lua")
             export WRK_PREFIX="/1k/warm-$RUN_ID-$s-"
         else
             # Fill, then make sure the next answer comes from the cache.
-            curl -s -o /dev/null "$url"
-            curl -s -o /dev/null "$url"
+            curl -sk -o /dev/null "$url"
+            curl -sk -o /dev/null "$url"
         fi
         if ((WARMUP > 0)); then
             run_wrk "$WORK/warmup.txt" "$conns" "$WARMUP" "$url" "${script[@]}"
@@ -227,8 +243,7 @@ fire_burst() {
 # burst_row ROW LABEL fresh|expired [SERVER...] (default: SERVERS)
 burst_row() {
     local row=$1 mode=$3 s target before after json l2before servers
-    wanted "$row" || return 0
-    TABLE_ROWS+=("$row")
+    DONE_ROWS+=("$row")
     LABEL[$row]=$2
     shift 3
     servers=("$@")
@@ -261,6 +276,8 @@ burst_row() {
 version() { { "$@" 2>&1 || true; } | grep -o '[0-9][0-9.]*[0-9]' | sed -n 1p || true; }
 
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
+# calc for a table cell: "-" stays "-" (a figure the row's tool does not give).
+cell() { if [[ $2 == - ]]; then echo -; else calc "$1" "$2"; fi; }
 
 # caching-proxy's settings in every row: the Redis rows differ only by the backend flags.
 PROXY_FLAGS=(--cache-max-bytes 1GiB --cache-size 2000000)
@@ -286,36 +303,42 @@ start_redis_proxies() {
 report() {
     local row s rps cpu versions servers
     cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p')
-    versions="nginx $(version nginx -v), Varnish $(version varnishd -V), Redis $(version redis-server --version), wrk $(version wrk -v)"
+    versions="nginx $(version nginx -v), Varnish $(version varnishd -V), Redis $(version redis-server --version), wrk $(version wrk -v), h2load $(version h2load --version), $(openssl version 2>/dev/null || echo 'openssl ?')"
     echo "# caching-proxy load benchmark: results"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- machine: $cpu, $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
     echo "- versions: caching-proxy $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (working tree), $versions"
-    echo "- setup: servers pinned to CPU $CPU_SERVER (caching-proxy --threads 1, nginx 1 worker, Varnish defaults with -s malloc,1G); wrk -t1 and the origins pinned to CPU $CPU_CLIENT; ${DURATION} s per row after ${WARMUP} s of warm-up; coalescing rows: $BURST requests at once; Redis rows: redis-server (no persistence, maxmemory 1gb, allkeys-lru) pinned to CPU $CPU_CLIENT"
+    echo "- setup: servers pinned to CPU $CPU_SERVER (caching-proxy --threads 1, nginx 1 worker, Varnish defaults with -s malloc,1G); wrk -t1 and the origin pinned to CPU $CPU_CLIENT; ${DURATION} s per row after ${WARMUP} s of warm-up; coalescing rows: $BURST requests at once; Redis rows: redis-server (no persistence, maxmemory 1gb, allkeys-lru) pinned to CPU $CPU_CLIENT"
+    if want_any "${TLS_ROWS[@]}"; then
+        echo "- TLS rows: caching-proxy's TLS listener (rustls) and nginx's \`listen ... ssl http2\` server with the same ECDSA P-256 certificate, in the processes of the rows above; wrk (HTTPS/1.1, keep-alive) and h2load (-t1) on CPU $CPU_CLIENT"
+    fi
     echo "- other work on the machine: CPUs $BUSY_BEFORE% busy in the second before the first row, $(cpu_busy)% after the last (servers idle); much above 0 means the rows are noisy"
     echo
     echo "| row | server | req/s | p50 ms | p99 ms | mean ms | max ms | RSS MiB | CPU % | origin fetches | ours/nginx | ours/Varnish |"
     echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
-    for row in "${TABLE_ROWS[@]}"; do
+    for row in "${DONE_ROWS[@]}"; do
         read -ra servers <<<"${ROW_SERVERS[$row]}"
         for s in "${servers[@]}"; do
-            local ratio_n="" ratio_v="" note=""
+            local ratio_n="" ratio_v="" note="" peer
             rps=${R[$row,$s,rps]}
-            if [[ $s == ours && $rps != - ]]; then
-                ratio_n=$(calc "%.2f×" "$rps / ${R[$row,nginx,rps]}")
-                ratio_v=$(calc "%.2f×" "$rps / ${R[$row,varnish,rps]}")
-            elif [[ -n ${ADMIN[$s]:-} || $s == lb ]]; then
+            if [[ -n ${ADMIN[$s]:-} || $s == lb ]]; then
                 # A Redis or load-balancing row: caching-proxy alone, compared in the targets.
                 ratio_n=n/a ratio_v=n/a
+            elif [[ $rps != - && -n ${PEER_NGINX[$s]:-} ]]; then
+                peer=${PEER_NGINX[$s]}
+                ratio_n=$(calc "%.2f×" "$rps / ${R[$row,$peer,rps]}")
+                # Varnish has no TLS: no Varnish line on the TLS rows.
+                peer=${PEER_VARNISH[$s]:-}
+                if [[ -n $peer ]]; then ratio_v=$(calc "%.2f×" "$rps / ${R[$row,$peer,rps]}"); else ratio_v=n/a; fi
             fi
             if ((${R[$row,$s,errors]} > 0)); then note=" (${R[$row,$s,errors]} errors)"; fi
             local cpu_cell=${R[$row,$s,cpu]}
             if noisy "$row" "$s"; then cpu_cell+=" ⚠"; fi
             printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
                 "${LABEL[$row]}" "${NAME[$s]}$note" "$rps" \
-                "$(calc %.2f "${R[$row,$s,p50]}")" "$(calc %.2f "${R[$row,$s,p99]}")" \
-                "$(calc %.2f "${R[$row,$s,mean]}")" "$(calc %.1f "${R[$row,$s,max]}")" \
+                "$(cell %.2f "${R[$row,$s,p50]}")" "$(cell %.2f "${R[$row,$s,p99]}")" \
+                "$(cell %.2f "${R[$row,$s,mean]}")" "$(cell %.1f "${R[$row,$s,max]}")" \
                 "$(calc %.1f "${R[$row,$s,rss]} / 1024")" "$cpu_cell" \
                 "${R[$row,$s,fetches]}" "$ratio_n" "$ratio_v"
         done
@@ -338,11 +361,8 @@ report() {
     echo "2 origins round robin: the MISS row through an upstream group of two origin processes"
     echo "(both on CPU $CPU_CLIENT) in round robin, from a config file (upstreams/routes) instead of"
     echo "--origin; origin fetches are both origins' together."
+    tls_notes
     echo
-    if [[ -n $ONLY_ROWS ]]; then
-        echo "(Targets left out: only the rows $ONLY_ROWS ran.)"
-        return
-    fi
     echo "## Targets"
     echo
     targets
@@ -374,21 +394,27 @@ met() { awk "BEGIN { exit !($1) }" && echo "met" || echo "**NOT met**"; }
 
 targets() {
     local o n
+    tls_targets
+    ran hit1k64 || return 0
     o=${R[hit1k64,ours,rps]} n=${R[hit1k64,nginx,rps]}
     echo "- 1 KiB HIT, 64 connections, ≥ 1.5× nginx req/s with p99 no worse: $(met "$o >= 1.5 * $n && ${R[hit1k64,ours,p99]} <= ${R[hit1k64,nginx,p99]}") ($o vs $n req/s = $(calc %.2f× "$o / $n"); p99 ${R[hit1k64,ours,p99]} vs ${R[hit1k64,nginx,p99]} ms)$(noise_note hit1k64)"
     local row
     for row in hit16k64 hit256k64 miss64; do
+        ran "$row" || continue
         o=${R[$row,ours,rps]} n=${R[$row,nginx,rps]}
         echo "- ${LABEL[$row]} ≥ nginx req/s: $(met "$o >= $n") ($o vs $n req/s = $(calc %.2f× "$o / $n"))$(noise_note "$row")"
     done
     for row in coalesce coalesce_expired; do
+        ran "$row" || continue
         o=${R[$row,ours,mean]}
         echo "- ${LABEL[$row]}: 1 origin fetch, mean within 20 ms of 50 ms: $(met "${R[$row,ours,fetches]} == 1 && $o <= 70") (caching-proxy ${R[$row,ours,fetches]} origin fetch(es), mean $o ms; nginx ${R[$row,nginx,fetches]}, mean ${R[$row,nginx,mean]} ms; Varnish ${R[$row,varnish,fetches]}, mean ${R[$row,varnish,mean]} ms)"
     done
     echo "- Memory (peak RSS ≤ cache size + 32 MiB): measured by benches/load/memory.sh, see benches/results/memory.md"
     redis_targets
-    o=${R[miss64lb,lb,rps]} n=${R[miss64,ours,rps]}
-    echo "- ${LABEL[miss64lb]}, the load-balancing overhead (no target): $o vs $n req/s with one origin = $(calc %.2f× "$o / $n"); p50 ${R[miss64lb,lb,p50]} vs ${R[miss64,ours,p50]} ms, p99 ${R[miss64lb,lb,p99]} vs ${R[miss64,ours,p99]} ms$({ noise_note miss64lb lb; noise_note miss64 ours; } | sed -n 1p)"
+    if ran miss64lb && ran miss64; then
+        o=${R[miss64lb,lb,rps]} n=${R[miss64,ours,rps]}
+        echo "- ${LABEL[miss64lb]}, the load-balancing overhead (no target): $o vs $n req/s with one origin = $(calc %.2f× "$o / $n"); p50 ${R[miss64lb,lb,p50]} vs ${R[miss64,ours,p50]} ms, p99 ${R[miss64lb,lb,p99]} vs ${R[miss64,ours,p99]} ms$({ noise_note miss64lb lb; noise_note miss64 ours; } | sed -n 1p)"
+    fi
 }
 
 # The Redis tier's targets (from the issue): an L2 hit within 2x the memory hit's latency at
@@ -398,13 +424,18 @@ targets() {
 redis_targets() {
     local row mem o m
     for row in l2hit1k l2hit256k; do
-        mem=${MEMORY_ROW[$row]} o=${R[$row,l2,p50]} m=${R[$mem,ours,p50]}
+        mem=${MEMORY_ROW[$row]}
+        { ran "$row" && ran "$mem"; } || continue
+        o=${R[$row,l2,p50]} m=${R[$mem,ours,p50]}
         echo "- ${LABEL[$row]}: p50 within 2× the memory HIT's: $(met "$o <= 2 * $m") ($o vs $m ms = $(calc %.2f× "$o / $m"); req/s ${R[$row,l2,rps]} vs ${R[$mem,ours,rps]} = $(calc %.2f× "${R[$row,l2,rps]} / ${R[$mem,ours,rps]}"); p99 ${R[$row,l2,p99]} vs ${R[$mem,ours,p99]} ms; Redis hits ${R[$row,l2,l2hits]} of ${R[$row,l2,requests]} requests, ${R[$row,l2,l2errors]} Redis errors)"
     done
     row=l1hit1k mem=${MEMORY_ROW[l1hit1k]}
-    o=${R[$row,l1,rps]} m=${R[$mem,ours,rps]}
-    echo "- ${LABEL[$row]}: the memory backend's figures unchanged (req/s ≥ 95%, p50 ≤ 105% of theirs): $(met "$o >= 0.95 * $m && ${R[$row,l1,p50]} <= 1.05 * ${R[$mem,ours,p50]}") ($o vs $m req/s = $(calc %.2f× "$o / $m"); p50 ${R[$row,l1,p50]} vs ${R[$mem,ours,p50]} ms, p99 ${R[$row,l1,p99]} vs ${R[$mem,ours,p99]} ms; Redis hits during the row ${R[$row,l1,l2hits]})$({ noise_note "$row" l1; noise_note "$mem" ours; } | sed -n 1p)"
+    if ran "$row" && ran "$mem"; then
+        o=${R[$row,l1,rps]} m=${R[$mem,ours,rps]}
+        echo "- ${LABEL[$row]}: the memory backend's figures unchanged (req/s ≥ 95%, p50 ≤ 105% of theirs): $(met "$o >= 0.95 * $m && ${R[$row,l1,p50]} <= 1.05 * ${R[$mem,ours,p50]}") ($o vs $m req/s = $(calc %.2f× "$o / $m"); p50 ${R[$row,l1,p50]} vs ${R[$mem,ours,p50]} ms, p99 ${R[$row,l1,p99]} vs ${R[$mem,ours,p99]} ms; Redis hits during the row ${R[$row,l1,l2hits]})$({ noise_note "$row" l1; noise_note "$mem" ours; } | sed -n 1p)"
+    fi
     row=shared mem=${MEMORY_ROW[shared]}
+    { ran "$row" && ran "$mem"; } || return 0
     echo "- ${LABEL[$row]}: 1 origin fetch: $(met "${R[$row,shared,fetches]} == 1") (${R[$row,shared,fetches]} origin fetch(es), mean ${R[$row,shared,mean]} ms, p99 ${R[$row,shared,p99]} ms; one caching-proxy, memory backend: ${R[$mem,ours,fetches]}, mean ${R[$mem,ours,mean]} ms, p99 ${R[$mem,ours,p99]} ms)"
 }
 
@@ -431,34 +462,54 @@ main() {
     local t1=$SECONDS
     SHM_DIR=$(mktemp -d /dev/shm/caching-proxy-bench.XXXXXX 2>/dev/null || mktemp -d "$WORK/shm.XXXXXX")
     start_origin
-    start_origin
-    start_proxy proxy "${PROXY_FLAGS[@]}"
+    local tls_flags=()
+    if want_any "${TLS_ROWS[@]}"; then
+        make_tls_certificate
+        read -r TLS_PORT NGINX_TLS_PORT <<<"$(free_ports 2)"
+        tls_flags=(--tls-host 127.0.0.1 --tls-port "$TLS_PORT" --tls-cert "$TLS_CERT" --tls-key "$TLS_KEY")
+    fi
+    start_proxy proxy "${PROXY_FLAGS[@]}" "${tls_flags[@]}"
     PORT[ours]=$PROXY_PORT PID[ours]=$PROXY_PID
+    PORT[ours_tls]=${TLS_PORT:-} PID[ours_tls]=$PROXY_PID
     local ours_admin=$PROXY_ADMIN_PORT
     start_nginx
-    start_varnish
     PORT[nginx]=$NGINX_PORT PID[nginx]=$NGINX_PID
-    PORT[varnish]=$VARNISH_PORT PID[varnish]=$VARNISH_PID
-    start_redis
-    start_redis_proxies
-    start_lb_proxy
+    PORT[nginx_tls]=${NGINX_TLS_PORT:-} PID[nginx_tls]=$NGINX_PID
+    # Varnish and the Redis tier only for the rows that use them.
+    if want_any hit1k64 hit16k64 hit256k64 hit1k256 miss64 coalesce coalesce_expired; then
+        start_varnish
+        PORT[varnish]=$VARNISH_PORT PID[varnish]=$VARNISH_PID
+    fi
+    if want_any l2hit1k l1hit1k l2hit256k shared; then
+        start_redis
+        start_redis_proxies
+    fi
+    if want miss64lb; then
+        start_origin
+        start_lb_proxy
+    fi
     BUSY_BEFORE=$(cpu_busy)
-    log "origins :${ORIGIN_PORTS[*]}, caching-proxy :${PORT[ours]} (admin :$ours_admin), 2 origins round robin :${PORT[lb]}, nginx :$NGINX_PORT, Varnish :$VARNISH_PORT, redis-server :$REDIS_PORT, caching-proxy on Redis: L1 off :${PORT[l2]}, L1 on :${PORT[l1]}, three :${PORT[shared]}; work dir $WORK"
+    log "origins :${ORIGIN_PORTS[*]}, caching-proxy :${PORT[ours]} (admin :$ours_admin, TLS :${TLS_PORT:--}), nginx :$NGINX_PORT (TLS :${NGINX_TLS_PORT:--}), Varnish :${VARNISH_PORT:--}, redis-server :${REDIS_PORT:--}, caching-proxy on Redis: L1 off :${PORT[l2]:--}, L1 on :${PORT[l1]:--}, three :${PORT[shared]:--}, 2 origins round robin :${PORT[lb]:--}; work dir $WORK"
 
     # Each Redis row right after the memory row it compares with.
-    wrk_row hit1k64 "HIT 1 KiB, 64 conns" /1k 64 hit
-    wrk_row l2hit1k "L2 HIT 1 KiB, 64 conns" /1k 64 hit l2
-    wrk_row l1hit1k "Redis backend, L1 on, HIT 1 KiB, 64 conns" /1k 64 hit l1
-    wrk_row hit16k64 "HIT 16 KiB, 64 conns" /16k 64 hit
-    wrk_row hit256k64 "HIT 256 KiB, 64 conns" /256k 64 hit
-    wrk_row l2hit256k "L2 HIT 256 KiB, 64 conns" /256k 64 hit l2
-    wrk_row hit1k256 "HIT 1 KiB, 256 conns" /1k 256 hit
-    wrk_row miss64 "MISS 1 KiB (unique URLs), 64 conns" /1k 64 miss
-    wrk_row miss64lb "MISS 1 KiB (unique URLs), 64 conns, 2 origins round robin" /1k 64 miss lb
+    want hit1k64 && wrk_row hit1k64 "HIT 1 KiB, 64 conns" /1k 64 hit
+    want l2hit1k && wrk_row l2hit1k "L2 HIT 1 KiB, 64 conns" /1k 64 hit l2
+    want l1hit1k && wrk_row l1hit1k "Redis backend, L1 on, HIT 1 KiB, 64 conns" /1k 64 hit l1
+    want hit16k64 && wrk_row hit16k64 "HIT 16 KiB, 64 conns" /16k 64 hit
+    want hit256k64 && wrk_row hit256k64 "HIT 256 KiB, 64 conns" /256k 64 hit
+    want l2hit256k && wrk_row l2hit256k "L2 HIT 256 KiB, 64 conns" /256k 64 hit l2
+    want hit1k256 && wrk_row hit1k256 "HIT 1 KiB, 256 conns" /1k 256 hit
+    want miss64 && wrk_row miss64 "MISS 1 KiB (unique URLs), 64 conns" /1k 64 miss
+    want miss64lb && wrk_row miss64lb "MISS 1 KiB (unique URLs), 64 conns, 2 origins round robin" /1k 64 miss lb
     NGINX_SHM_MIB=$(du -sm "$SHM_DIR/nginx-cache" | cut -f1)
-    burst_row coalesce "Coalescing: $BURST at once, uncached /slow (50 ms)" fresh
-    burst_row shared "3-proxy shared MISS: $BURST at once over 3 proxies, uncached /slow (50 ms)" fresh shared
-    burst_row coalesce_expired "Coalescing: $BURST at once, just-expired /slow-expiring (50 ms)" expired
+    want coalesce && burst_row coalesce "Coalescing: $BURST at once, uncached /slow (50 ms)" fresh
+    want shared && burst_row shared "3-proxy shared MISS: $BURST at once over 3 proxies, uncached /slow (50 ms)" fresh shared
+    want coalesce_expired && burst_row coalesce_expired "Coalescing: $BURST at once, just-expired /slow-expiring (50 ms)" expired
+    # TLS at the edge: caching-proxy's TLS listener beside nginx's, same certificate.
+    want tlshit1k && wrk_row tlshit1k "HTTPS/1.1 HIT 1 KiB, 64 keep-alive conns" /1k 64 hit ours_tls nginx_tls
+    want h2hit1k && h2load_row h2hit1k "HTTP/2 HIT 1 KiB, 64 conns × 10 streams" /1k 64 10 ours_tls nginx_tls
+    want handshake && handshake_row handshake "New TLS 1.3 handshakes, 1 request each" /1k ours_tls nginx_tls
+    ((${#DONE_ROWS[@]})) || die "ROWS=\"$ROW_FILTER\" names no row"
 
     if [[ -n $RESULTS ]]; then
         mkdir -p "$(dirname "$RESULTS")"
@@ -466,7 +517,7 @@ main() {
         log "done in $((SECONDS - t0)) s ($((SECONDS - t1)) s without the build); written to $RESULTS"
     else
         report
-        log "done in $((SECONDS - t0)) s ($((SECONDS - t1)) s without the build)"
+        log "done in $((SECONDS - t0)) s ($((SECONDS - t1)) s without the build); a partial run: no results file"
     fi
 }
 

@@ -89,11 +89,18 @@ impl Default for ProbeToken {
     }
 }
 
+/// A listener of this process, and whether it speaks TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
 /// Marks the process ready once every address in `listeners` answers the probe, and not
 /// ready when a graceful termination begins.
 pub struct ReadinessService {
     pub readiness: Readiness,
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<Listener>,
     pub token: ProbeToken,
     /// Pingora's execution phases: tell a termination from an upgrade.
     pub phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
@@ -105,18 +112,34 @@ pub struct ReadinessService {
 /// Bound on the wait for `before_ready`: past it the process is ready anyway.
 const BEFORE_READY_WAIT: Duration = Duration::from_secs(3);
 
-/// Sends the probe to `addr`; true when the answer echoes our token.
-async fn answers_probe(addr: SocketAddr, token: &ProbeToken) -> bool {
+/// Writes the probe on `stream` and reads the whole answer.
+async fn exchange<S>(mut stream: S, token: &ProbeToken) -> std::io::Result<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let request = format!(
+        "GET /health/live HTTP/1.1\r\nHost: readiness\r\n{PROBE_HEADER}: {}\r\nConnection: close\r\n\r\n",
+        token.value().to_str().unwrap_or_default()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::with_capacity(1024);
+    // A TLS peer that closes without close_notify is fine: the answer is what counts.
+    let _ = stream.read_to_end(&mut answer).await;
+    Ok(answer)
+}
+
+/// Sends the probe to `listener`; true when the answer echoes our token.
+async fn answers_probe(listener: Listener, token: &ProbeToken) -> bool {
+    let addr = connectable(listener.addr);
     let probe = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let request = format!(
-            "GET /health/live HTTP/1.1\r\nHost: readiness\r\n{PROBE_HEADER}: {}\r\nConnection: close\r\n\r\n",
-            token.value().to_str().unwrap_or_default()
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::with_capacity(1024);
-        stream.read_to_end(&mut answer).await?;
-        Ok::<_, std::io::Error>(answer)
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        if listener.tls {
+            let name = rustls::pki_types::ServerName::from(addr.ip());
+            let stream = crate::tls::probe::connector().connect(name, stream).await?;
+            exchange(stream, token).await
+        } else {
+            exchange(stream, token).await
+        }
     };
     match tokio::time::timeout(Duration::from_secs(1), probe).await {
         Ok(Ok(answer)) => {
@@ -146,13 +169,13 @@ pub fn connectable(listen: SocketAddr) -> SocketAddr {
 impl BackgroundService for ReadinessService {
     async fn start(&self, shutdown: ShutdownWatch) {
         let deadline = Instant::now() + STARTUP_DEADLINE;
-        for &listen in &self.listeners {
-            let addr = connectable(listen);
+        for &listener in &self.listeners {
+            let listen = listener.addr;
             loop {
                 if *shutdown.borrow() {
                     return;
                 }
-                if answers_probe(addr, &self.token).await {
+                if answers_probe(listener, &self.token).await {
                     break;
                 }
                 if Instant::now() > deadline {
@@ -170,7 +193,12 @@ impl BackgroundService for ReadinessService {
             let _ = tokio::time::timeout(BEFORE_READY_WAIT, before.wait_for(|done| *done)).await;
         }
         self.readiness.set(true);
-        info!("ready: accepting on {:?}", self.listeners);
+        let addrs: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| format!("{}{}", l.addr, if l.tls { " (tls)" } else { "" }))
+            .collect();
+        info!("ready: accepting on {addrs:?}");
         let Some(mut phases) = self.phases.lock().take() else {
             return;
         };

@@ -41,7 +41,7 @@ use crate::headers::{self, SECURITY_HEADERS, X_REQUEST_ID};
 use crate::metrics::{self, METRICS};
 use crate::routes::Router;
 use crate::upstream::Upstreams;
-pub use health::{ProbeToken, Readiness, ReadinessService, PROBE_HEADER};
+pub use health::{Listener, ProbeToken, Readiness, ReadinessService, PROBE_HEADER};
 pub use listener::AdminListener;
 pub use status::StatusPage;
 
@@ -106,9 +106,10 @@ impl AdminApp {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_owned();
         match (path.as_str(), &method) {
-            ("/health/live", &Method::GET | &Method::HEAD) => {
-                Ok((StatusCode::OK, json!({"status": "live"})))
-            }
+            ("/health/live", &Method::GET | &Method::HEAD) => Ok((
+                StatusCode::OK,
+                json!({"status": "live", "pid": std::process::id()}),
+            )),
             ("/health/ready", &Method::GET | &Method::HEAD) => {
                 if self.readiness.is_ready() {
                     let mut body = json!({"status": "ready", "pid": std::process::id()});
@@ -154,12 +155,9 @@ impl AdminApp {
                 let url = read_purge_url(session).await?;
                 let (tls, host, path_and_query) = key::url_parts(&url)
                     .map_err(|e| (ErrorKind::BadRequest, format!("url: {e}")))?;
-                // As the proxy keys it: its route may leave query parameters out.
-                let key = if tls {
-                    key::for_parts(true, &host, &path_and_query)
-                } else {
-                    self.router.cache_key(&host, &path_and_query)
-                };
+                // As the proxy keys it: the URL's scheme, and its route may leave query
+                // parameters out.
+                let key = self.router.cache_key(tls, &host, &path_and_query);
                 let purged = self
                     .cache
                     .backend

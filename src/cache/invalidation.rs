@@ -19,11 +19,13 @@ fn is_safe(method: &Method) -> bool {
 }
 
 /// The keys to invalidate after `resp` answered `req`; empty when nothing is invalidated.
-/// `key_for(host, path_and_query)` builds a key as the cache does (routes may leave query
-/// parameters out).
+/// `key_for(host, path_and_query)` builds a key as the cache does (with the request's scheme;
+/// routes may leave query parameters out); `tls`: the request came over TLS, so the default
+/// port of its host is 443.
 pub fn targets(
     req: &RequestHeader,
     resp: &ResponseHeader,
+    tls: bool,
     key_for: impl Fn(&str, &str) -> CacheKey,
 ) -> Vec<CacheKey> {
     let status = resp.status.as_u16();
@@ -43,7 +45,7 @@ pub fn targets(
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         match uri.authority() {
             // Absolute: only on the same host.
-            Some(authority) if key::same_host(authority.as_str(), host, false) => {
+            Some(authority) if key::same_host(authority.as_str(), host, tls) => {
                 keys.push(key_for(host, path))
             }
             Some(_) => {}
@@ -88,10 +90,10 @@ mod tests {
 
     #[test]
     fn safe_methods_and_failures_invalidate_nothing() {
-        assert!(targets(&req("GET", "/a"), &resp(200, &[]), plain).is_empty());
-        assert!(targets(&req("HEAD", "/a"), &resp(200, &[]), plain).is_empty());
-        assert!(targets(&req("POST", "/a"), &resp(500, &[]), plain).is_empty());
-        assert!(targets(&req("POST", "/a"), &resp(404, &[]), plain).is_empty());
+        assert!(targets(&req("GET", "/a"), &resp(200, &[]), false, plain).is_empty());
+        assert!(targets(&req("HEAD", "/a"), &resp(200, &[]), false, plain).is_empty());
+        assert!(targets(&req("POST", "/a"), &resp(500, &[]), false, plain).is_empty());
+        assert!(targets(&req("POST", "/a"), &resp(404, &[]), false, plain).is_empty());
     }
 
     #[test]
@@ -105,16 +107,29 @@ mod tests {
                     ("content-location", "http://example.com/c?y"),
                 ],
             ),
+            false,
             plain,
         ));
         assert_eq!(keys, [get("/a?x=1"), get("/b"), get("/c?y")]);
         let keys = hashes(targets(
             &req("DELETE", "/a"),
             &resp(204, &[("location", "http://other.example/b")]),
+            false,
             plain,
         ));
         assert_eq!(keys, [get("/a")], "other hosts are left alone");
-        let keys = hashes(targets(&req("PUT", "/a"), &resp(303, &[]), plain));
+        let keys = hashes(targets(&req("PUT", "/a"), &resp(303, &[]), false, plain));
         assert_eq!(keys, [get("/a")]);
+    }
+
+    #[test]
+    fn over_tls_the_default_port_is_443() {
+        let tls_key = |host: &str, pq: &str| key::for_parts(true, host, pq);
+        let https_get = |path: &str| key::for_request(&req("GET", path), true).combined();
+        let resp = resp(201, &[("content-location", "https://example.com:443/c")]);
+        let keys = hashes(targets(&req("POST", "/a"), &resp, true, tls_key));
+        assert_eq!(keys, [https_get("/a"), https_get("/c")]);
+        let keys = hashes(targets(&req("POST", "/a"), &resp, false, plain));
+        assert_eq!(keys, [get("/a")], "port 443 is another host for http");
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod routing;
 pub mod sources;
+pub mod tls;
 pub mod units;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -19,6 +20,7 @@ use log::LevelFilter;
 pub use routing::Routing;
 use sources::{lookup, RawSettings, Sourced};
 pub use sources::{Cli, Source};
+pub use tls::TlsConfig;
 
 /// A configuration problem, reported before the proxy starts.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,13 @@ pub enum ConfigError {
         problem: String,
         path: PathBuf,
     },
+    #[error("{key}: {value:?} {problem} (from {from})")]
+    Certificate {
+        key: String,
+        value: String,
+        problem: String,
+        from: Source,
+    },
     #[error("{0}")]
     Conflict(String),
 }
@@ -55,8 +64,12 @@ pub enum ConfigError {
 /// The whole resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address the proxy listens on.
+    /// Address the proxy listens on (plaintext).
     pub listen: SocketAddr,
+    /// HTTP/2 with prior knowledge on the plaintext listener.
+    pub h2c: bool,
+    /// The TLS listener, when `tls.port` is set.
+    pub tls: Option<TlsConfig>,
     pub upstream: UpstreamConfig,
     pub cache: CacheConfig,
     pub log_level: LevelFilter,
@@ -79,6 +92,8 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// Idle timeout of WebSocket and other upgraded connections.
     pub upgrade_idle_timeout: Duration,
+    /// Offer h2 to https origins (the default of every upstream group).
+    pub http2: bool,
 }
 
 /// The origin server, parsed and resolved at start-up so the request path never touches DNS.
@@ -201,11 +216,22 @@ impl Config {
     /// Gathers and resolves the configuration for a parsed command line.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         let raw = RawSettings::gather(cli)?;
-        let mut config = resolve(&Resolver { raw: &raw })?;
+        let r = Resolver { raw: &raw };
+        let mut config = resolve(&r)?;
         config.routing = routing::resolve(
             &raw.sections,
             raw.file.as_deref(),
             config.upstream.origin.as_ref(),
+            config.upstream.http2,
+        )?;
+        config.tls = tls::resolve(
+            &r,
+            raw.sections.get("tls.certificates"),
+            raw.file.as_deref(),
+            &[
+                (config.listen, "proxy's listen.port"),
+                (config.admin.listen, "admin.port"),
+            ],
         )?;
         config.server.daemon = cli.daemon;
         config.server.upgrade = cli.upgrade;
@@ -219,11 +245,26 @@ impl Config {
         resolve_admin(&Resolver { raw: &raw })
     }
 
+    /// Only the pid file (for `--reload`), from the same sources as a start.
+    pub fn load_pid_file(cli: &Cli) -> Result<String, ConfigError> {
+        let raw = RawSettings::gather(cli)?;
+        resolve_pid_file(&Resolver { raw: &raw })
+    }
+
     /// The resolved settings for the start-up log, secrets left out.
     pub fn summary(&self) -> serde_json::Value {
         let c = &self.cache;
         serde_json::json!({
             "listen": self.listen.to_string(),
+            "h2c": self.h2c,
+            "tls": self.tls.as_ref().map(|t| serde_json::json!({
+                "listen": t.listen.to_string(),
+                "certificates": t.certificates.iter().map(|c| c.cert.display().to_string()).collect::<Vec<_>>(),
+                "http2": t.http2,
+                "redirect_http": t.redirect_http,
+                "hsts": t.hsts.as_ref().and_then(|v| v.to_str().ok()),
+            })),
+            "origin_http2": self.upstream.http2,
             "origin": self.upstream.origin.as_ref().map(|o| format!(
                 "{}://{} ({})",
                 if o.tls { "https" } else { "http" },
@@ -607,6 +648,14 @@ fn allowed_origins(text: &str) -> Result<AllowedOrigins, String> {
     })
 }
 
+fn resolve_pid_file(r: &Resolver) -> Result<String, ConfigError> {
+    r.get(
+        "server.pid_file",
+        "/tmp/caching-proxy.pid".into(),
+        non_empty,
+    )
+}
+
 fn resolve_admin(r: &Resolver) -> Result<AdminConfig, ConfigError> {
     let host = r.get("admin.host", "127.0.0.1".parse().unwrap(), ip)?;
     Ok(AdminConfig {
@@ -684,11 +733,7 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
     let default_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let server = ServerSettings {
         threads: r.get("server.threads", default_threads, count)?,
-        pid_file: r.get(
-            "server.pid_file",
-            "/tmp/caching-proxy.pid".into(),
-            non_empty,
-        )?,
+        pid_file: resolve_pid_file(r)?,
         upgrade_sock: r.get(
             "server.upgrade_sock",
             "/tmp/caching-proxy_upgrade.sock".into(),
@@ -708,6 +753,8 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
 
     Ok(Config {
         listen: SocketAddr::new(listen_host, listen_port),
+        h2c: r.get("listen.h2c", false, boolean)?,
+        tls: None,
         upstream: UpstreamConfig {
             origin,
             preserve_host: r.get("upstream.preserve_host", false, boolean)?,
@@ -734,6 +781,7 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
                 Duration::from_secs(3600),
                 positive_duration,
             )?,
+            http2: r.get("upstream.http2", false, boolean)?,
         },
         cache,
         log_level: r.get("log.level", LevelFilter::Info, level)?,

@@ -37,6 +37,8 @@ pub struct UpstreamGroupConfig {
     pub servers: Vec<ServerConfig>,
     pub selection: Selection,
     pub tls: bool,
+    /// Offer h2 by ALPN (TLS servers only); `upstream.http2` unless the group sets its own.
+    pub http2: bool,
     /// Name for SNI and certificate verification; the server's host when unset.
     pub sni: Option<String>,
     pub health_check: Option<HealthCheckConfig>,
@@ -166,6 +168,7 @@ struct RawUpstream {
     servers: Vec<Text>,
     selection: Option<Text>,
     tls: Option<bool>,
+    http2: Option<bool>,
     sni: Option<Text>,
     health_check: Option<RawHealthCheck>,
     resolve_interval: Option<Text>,
@@ -217,6 +220,8 @@ struct RawHeaderRules {
 
 struct Ctx<'a> {
     file: &'a Path,
+    /// `upstream.http2`: what a group that does not set `http2` gets.
+    http2: bool,
 }
 
 impl Ctx<'_> {
@@ -250,14 +255,15 @@ impl Ctx<'_> {
 }
 
 /// Resolves the structured sections plus `--origin`. `file` is the config file the sections
-/// came from (none: no sections).
+/// came from (none: no sections); `http2` is `upstream.http2`, the groups' default.
 pub fn resolve(
     sections: &std::collections::HashMap<&'static str, serde_yaml::Value>,
     file: Option<&Path>,
     origin: Option<&Origin>,
+    http2: bool,
 ) -> Result<Routing, ConfigError> {
     let path = file.map_or_else(|| PathBuf::from("-"), Path::to_owned);
-    let c = Ctx { file: &path };
+    let c = Ctx { file: &path, http2 };
     let mut routing = Routing::default();
 
     if let Some(ups) = sections.get("upstreams") {
@@ -313,6 +319,7 @@ pub fn resolve(
             }],
             selection: Selection::RoundRobin,
             tls: origin.tls,
+            http2,
             sni: Some(origin.host.clone()),
             health_check: None,
             resolve_interval: Duration::ZERO,
@@ -416,6 +423,12 @@ fn upstream(
         .health_check
         .map(|h| health_check(c, &format!("{key}.health_check"), h, &servers))
         .transpose()?;
+    if raw.http2 == Some(true) && raw.tls != Some(true) {
+        return Err(c.err(
+            format!("{key}.http2"),
+            "needs tls: true (h2 is offered to servers by ALPN, over TLS)",
+        ));
+    }
     let resolve_interval = match &raw.resolve_interval {
         Some(t) => c.duration(&format!("{key}.resolve_interval"), t)?,
         None => Duration::from_secs(30),
@@ -425,6 +438,7 @@ fn upstream(
         servers,
         selection,
         tls: raw.tls.unwrap_or(false),
+        http2: raw.http2.unwrap_or(c.http2),
         sni: raw
             .sni
             .map(|t| t.0.trim().to_owned())
@@ -671,7 +685,7 @@ mod tests {
                 .collect(),
             _ => Default::default(),
         };
-        resolve(&sections, Some(Path::new("t.yaml")), None)
+        resolve(&sections, Some(Path::new("t.yaml")), None, false)
     }
 
     const OK: &str = "upstreams:\n  app:\n    servers: [\"127.0.0.1:81\", \"localhost:82 weight=3\"]\n    selection: consistent\n    retries: 2\n    health_check: {type: tcp, interval: 1s}\nroutes:\n  - hosts: [\"WWW.Example.com\", \"*.example.com\"]\n    path_prefix: /s/\n    upstream: app\n    cache: {default_ttl: 1h, key_ignore_query: [utm_source]}\n    request_headers: {set: {X-Edge: \"1\"}, remove: [X-Debug]}\n";
@@ -708,6 +722,26 @@ mod tests {
     }
 
     #[test]
+    fn http2_follows_upstream_http2_unless_the_group_sets_it() {
+        let yaml = "upstreams:\n  a:\n    servers: [\"127.0.0.1:81\"]\n    tls: true\n  b:\n    servers: [\"127.0.0.1:82\"]\n    tls: true\n    http2: false\n  c:\n    servers: [\"127.0.0.1:83\"]\n    tls: true\n    http2: true\nroutes:\n  - upstream: a\n";
+        let doc: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+        let sections = ["upstreams", "routes"]
+            .into_iter()
+            .map(|name| (name, doc[name].clone()))
+            .collect();
+        let http2 = |default: bool| {
+            resolve(&sections, Some(Path::new("t.yaml")), None, default)
+                .unwrap()
+                .upstreams
+                .iter()
+                .map(|u| u.http2)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(http2(false), [false, false, true]);
+        assert_eq!(http2(true), [true, false, true]);
+    }
+
+    #[test]
     fn each_mistake_names_its_key() {
         let up = |body: &str| format!("upstreams:\n  app:\n{body}\nroutes:\n  - upstream: app\n");
         let cases = [
@@ -722,6 +756,7 @@ mod tests {
             (up("    servers: [\"127.0.0.1:81\"]\n    selection: fastest"), "upstreams.app.selection: \"fastest\" is not a selection"),
             (up("    servers: [\"127.0.0.1:81\"]\n    health_check: {interval: 0}"), "upstreams.app.health_check.interval: must be greater than 0"),
             (up("    servers: [\"127.0.0.1:81\"]\n    colour: red"), "upstreams.app: unknown field `colour`"),
+            (up("    servers: [\"127.0.0.1:81\"]\n    http2: true"), "upstreams.app.http2: needs tls: true"),
             (
                 "upstreams:\n  app:\n    servers: [\"127.0.0.1:81\"]\nroutes:\n  - {upstream: app, path_prefix: /a}\n  - {upstream: app, path_prefix: /a}\n".to_string(),
                 "routes[1]: has the same hosts and path_prefix as an earlier route",
@@ -746,11 +781,11 @@ mod tests {
             authority: "127.0.0.1:9000".into(),
             addr: "127.0.0.1:9000".parse().unwrap(),
         };
-        let r = resolve(&Default::default(), None, Some(&origin)).unwrap();
+        let r = resolve(&Default::default(), None, Some(&origin), false).unwrap();
         assert_eq!(r.upstreams[0].name, ORIGIN_UPSTREAM);
         assert!(r.upstreams[0].from_origin_flag);
         assert_eq!((r.routes.len(), r.routes[0].path_prefix.as_str()), (1, "/"));
-        let err = resolve(&Default::default(), None, None)
+        let err = resolve(&Default::default(), None, None, false)
             .unwrap_err()
             .to_string();
         assert!(err.contains("upstream.origin is required"), "{err}");

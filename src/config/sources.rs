@@ -60,12 +60,21 @@ const fn setting(
 pub const SETTINGS: &[Setting] = &[
     setting("listen.host", "host", "PROXY_HOST", Kind::Value, "Address the proxy listens on [default: 0.0.0.0]"),
     setting("listen.port", "port", "PROXY_PORT", Kind::Value, "Port the proxy listens on [default: 3000]"),
+    setting("listen.h2c", "h2c", "PROXY_H2C", Kind::Switch, "Accept HTTP/2 with prior knowledge (h2c) on the plaintext listener [default: false]"),
+    setting("tls.host", "tls-host", "PROXY_TLS_HOST", Kind::Value, "Address of the TLS listener [default: 0.0.0.0]"),
+    setting("tls.port", "tls-port", "PROXY_TLS_PORT", Kind::Value, "Port of the TLS listener [default: none, no TLS listener]"),
+    setting("tls.cert", "tls-cert", "PROXY_TLS_CERT", Kind::Value, "PEM certificate chain of the TLS listener (one pair with --tls-key; the file's tls.certificates lists several)"),
+    setting("tls.key", "tls-key", "PROXY_TLS_KEY", Kind::Value, "PEM private key of --tls-cert"),
+    setting("tls.http2", "tls-http2", "PROXY_TLS_HTTP2", Kind::Switch, "Offer HTTP/2 (ALPN h2) on the TLS listener [default: true]"),
+    setting("tls.redirect_http", "redirect-http", "PROXY_REDIRECT_HTTP", Kind::Switch, "Answer every plaintext request with 308 to the same URL on https [default: false]"),
+    setting("tls.hsts", "hsts", "PROXY_HSTS", Kind::Value, "Strict-Transport-Security value sent on TLS responses, e.g. max-age=31536000 [default: none]"),
     setting("upstream.origin", "origin", "PROXY_ORIGIN", Kind::Value, "Origin URL, http:// or https:// (required unless the config file has routes)"),
     setting("upstream.preserve_host", "preserve-host", "PROXY_PRESERVE_HOST", Kind::Switch, "Send the client's Host header to the origin instead of the origin's authority [default: false]"),
     setting("upstream.connect_timeout", "connect-timeout", "PROXY_CONNECT_TIMEOUT", Kind::Value, "Timeout for connecting to the origin [default: 5s]"),
     setting("upstream.read_timeout", "timeout", "PROXY_TIMEOUT", Kind::Value, "Timeout for each read from (and write to) the origin [default: 30s]"),
     setting("upstream.upgrade_idle_timeout", "upgrade-idle-timeout", "PROXY_UPGRADE_IDLE_TIMEOUT", Kind::Value, "Idle timeout of WebSocket and other upgraded connections [default: 1h]"),
     setting("upstream.ca_file", "ca-file", "PROXY_CA_FILE", Kind::Value, "PEM file of CA certificates trusted for https origins [default: system roots]"),
+    setting("upstream.http2", "origin-http2", "PROXY_ORIGIN_HTTP2", Kind::Switch, "Offer HTTP/2 (ALPN h2) to https origins; upstream groups may set their own [default: false]"),
     setting("cache.default_ttl", "cache-ttl", "PROXY_CACHE_TTL", Kind::Value, "Freshness for cacheable responses without Cache-Control/Expires; 0 = do not store them [default: 5m]"),
     setting("cache.max_size", "cache-max-bytes", "PROXY_CACHE_MAX_BYTES", Kind::Value, "Upper bound on cached bytes, headers included [default: 256MiB]"),
     setting("cache.max_entries", "cache-size", "PROXY_CACHE_SIZE", Kind::Value, "Upper bound on cached entries [default: 100000]"),
@@ -134,6 +143,7 @@ pub struct Cli {
     pub daemon: bool,
     pub test: bool,
     pub clear_cache: bool,
+    pub reload: bool,
     matches: ArgMatches,
 }
 
@@ -161,6 +171,12 @@ pub fn command() -> Command {
                 .long("clear-cache")
                 .action(ArgAction::SetTrue)
                 .help("Clear the cache of the running instance (through its admin service) and exit"),
+        )
+        .arg(
+            Arg::new("reload")
+                .long("reload")
+                .action(ArgAction::SetTrue)
+                .help("Reload the running instance (SIGHUP through its pid file), report the outcome and exit"),
         );
     for s in SETTINGS {
         // Env values stay out of --help: the admin token is one of them.
@@ -205,6 +221,7 @@ impl Cli {
             daemon: matches.get_flag("daemon"),
             test: matches.get_flag("test"),
             clear_cache: matches.get_flag("clear-cache"),
+            reload: matches.get_flag("reload"),
             matches,
         })
     }
@@ -220,10 +237,13 @@ impl Cli {
     }
 }
 
-/// Top-level file sections that are structures rather than single settings (lists of
-/// routes, maps of upstream groups). They exist only in the file; `config::routing` reads
-/// them.
-pub const SECTIONS: &[&str] = &["upstreams", "routes", "default_route"];
+/// File sections that are structures rather than single settings (lists of routes, maps of
+/// upstream groups, certificate pairs), by dotted key. They exist only in the file;
+/// `config::routing` and `config::tls` read them.
+pub const SECTIONS: &[&str] = &["upstreams", "routes", "default_route", "tls.certificates"];
+
+/// Settings given only by flag or env: in the file, `tls.certificates` lists the pairs.
+const FLAG_ONLY: &[&str] = &["tls.cert", "tls.key"];
 
 /// All raw settings after layering, keyed by the dotted setting key.
 #[derive(Debug, Default)]
@@ -286,12 +306,25 @@ fn read_file(path: &Path) -> Result<FileValues, ConfigError> {
         })?;
     let mut values = HashMap::new();
     let mut sections = HashMap::new();
-    if let serde_yaml::Value::Mapping(map) = &mut doc {
-        for name in SECTIONS {
-            if let Some(section) = map.remove(*name) {
-                if !section.is_null() {
-                    sections.insert(*name, section);
+    for name in SECTIONS {
+        // `tls.certificates` is `certificates` inside the `tls` mapping.
+        let mut node = &mut doc;
+        let mut parts = name.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let serde_yaml::Value::Mapping(map) = node else {
+                break;
+            };
+            if parts.peek().is_none() {
+                if let Some(section) = map.remove(part) {
+                    if !section.is_null() {
+                        sections.insert(*name, section);
+                    }
                 }
+                break;
+            }
+            match map.get_mut(part) {
+                Some(inner) => node = inner,
+                None => break,
             }
         }
     }
@@ -331,7 +364,9 @@ fn flatten(
         } else {
             format!("{prefix}.{name}")
         };
-        let setting = SETTINGS.iter().find(|s| s.key == key);
+        let setting = SETTINGS
+            .iter()
+            .find(|s| s.key == key && !FLAG_ONLY.contains(&s.key));
         match (setting, v) {
             (None, Value::Mapping(_))
                 if SETTINGS
@@ -442,5 +477,23 @@ mod tests {
         std::fs::write(&path, "cache:\n  max_sise: 1GiB\n").unwrap();
         let err = read_file(&path).unwrap_err().to_string();
         assert!(err.contains("cache.max_sise"), "{err}");
+    }
+
+    #[test]
+    fn nested_sections_are_taken_out_and_flag_only_keys_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "tls:\n  port: 8443\n  certificates:\n    - {cert: a.crt, key: a.key}\n",
+        )
+        .unwrap();
+        let (values, sections) = read_file(&path).unwrap();
+        assert_eq!(values["tls.port"].text, "8443");
+        assert!(sections["tls.certificates"].is_sequence());
+
+        std::fs::write(&path, "tls:\n  cert: a.crt\n").unwrap();
+        let err = read_file(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown setting \"tls.cert\""), "{err}");
     }
 }

@@ -219,6 +219,78 @@ impl Reexec {
     }
 }
 
+/// How long `caching-proxy --reload` waits for an outcome.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why `caching-proxy --reload` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no running instance: cannot read the pid file {0} ({1})")]
+    NoPidFile(String, std::io::Error),
+    #[error("no running instance: the pid file {0} names pid {1}, which is not running")]
+    NotRunning(String, i32),
+    #[error("cannot signal pid {0}: {1}")]
+    Signal(i32, std::io::Error),
+    #[error("the reload failed, pid {0} keeps serving: {1}")]
+    Failed(i32, String),
+    #[error("no outcome after {} s (see the running instance's log)", REQUEST_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+fn read_pid(pid_file: &str) -> Result<i32, RequestError> {
+    let text = std::fs::read_to_string(pid_file)
+        .map_err(|e| RequestError::NoPidFile(pid_file.to_owned(), e))?;
+    text.trim().parse().map_err(|_| {
+        RequestError::NoPidFile(
+            pid_file.to_owned(),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "not a pid"),
+        )
+    })
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// `caching-proxy --reload`: sends SIGHUP to the instance named by `pid_file` and waits for
+/// the outcome. `Ok((old pid, new pid))` once the new process serves.
+pub fn request(pid_file: &str) -> Result<(i32, i32), RequestError> {
+    let old = read_pid(pid_file)?;
+    if !alive(old) {
+        return Err(RequestError::NotRunning(pid_file.to_owned(), old));
+    }
+    let outcome = outcome_path(pid_file);
+    let _ = std::fs::remove_file(&outcome);
+    // SAFETY: sending a signal to another process.
+    if unsafe { libc::kill(old, libc::SIGHUP) } != 0 {
+        return Err(RequestError::Signal(old, std::io::Error::last_os_error()));
+    }
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Some(record) = std::fs::read_to_string(&outcome)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        {
+            if record["result"] == "failed" {
+                let why = record["error"].as_str().unwrap_or("unknown").to_owned();
+                return Err(RequestError::Failed(old, why));
+            }
+            // Handed over: done once the new process names itself in the pid file (a
+            // daemon's pid is not the one started, it forks).
+            if record["result"] == "ok" {
+                if let Ok(new) = read_pid(pid_file) {
+                    if new != old && alive(new) {
+                        return Ok((old, new));
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(RequestError::Timeout)
+}
+
 /// The socket file's identity (device, inode, change time), to tell a new one from a stale
 /// one left by an earlier upgrade.
 fn socket_id(path: &Path) -> Option<(u64, u64, i64, i64)> {

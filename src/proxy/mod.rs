@@ -1,10 +1,12 @@
 //! The proxy: Pingora's `ProxyHttp` phases for one request, in the order they run.
 //!
 //! ```text
-//! request_filter           readiness probe; request ID; Host; route (404 NO_ROUTE);
+//! request_filter           readiness probe; client connection (TLS, h2); request ID;
+//!                          Host; 308 to https (redirect_http); route (404 NO_ROUTE);
 //!                          PURGE; CORS preflight
 //! request_cache_filter     GET/HEAD on a caching route, no upgrade: enable the cache
-//! cache_key_callback       scheme + host + path?query, minus the route's ignored params
+//! cache_key_callback       client's scheme + host + path?query, minus the route's
+//!                          ignored params
 //! cache_vary_filter        picks the stored variant matching the request's Vary
 //! cache_hit_filter         request no-cache/max-age/min-fresh/max-stale vs the entry
 //! cache_not_modified_filter  304 for matching conditionals (Date without Last-Modified)
@@ -14,7 +16,7 @@
 //!                          it (`partial`); only-if-cached: 504 instead of   |
 //!                          going upstream                                   |
 //! upstream_peer            a server of the route's upstream group (skipping |
-//!                          servers that failed this request), timeouts      |
+//!                          servers that failed this request), timeouts, h2  |
 //! upstream_request_filter  Host, X-Request-Id, X-Forwarded-*; hop-by-hop out|
 //!                          (Upgrade kept for upgrades); route header rules; |
 //!                          Range for partial entries (`partial`)            |
@@ -27,7 +29,7 @@
 //! response_filter          X-Cache, counters, invalidation after unsafe  <--+
 //!                          methods, POST responses for later GETs
 //!                          (`post_reuse`), private targeted fields out,
-//!                          X-Request-Id, security headers, CORS,
+//!                          X-Request-Id, security headers, HSTS (TLS), CORS,
 //!                          route header rules; Connection: close while draining;
 //!                          the client's own range of a part (`partial`)
 //! fail_to_proxy            any failure above: one JSON error (502, 504, ...)
@@ -43,6 +45,7 @@
 //! skip `response_filter`, so they get the same headers through [`Proxy::own_headers`].
 
 pub mod cors;
+pub mod edge;
 pub mod hop_by_hop;
 pub mod partial;
 pub mod post_reuse;
@@ -61,7 +64,7 @@ use pingora_cache::key::HashBinary;
 use pingora_cache::{
     CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
 };
-use pingora_core::protocols::Digest;
+use pingora_core::protocols::{Digest, ALPN};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -83,11 +86,16 @@ use crate::routes::{self, Route, Router};
 use crate::status::{Lookup, StatusBoard};
 use crate::upstream;
 use cors::CorsDecision;
+use edge::{ClientConnection, EdgeSettings};
 use partial::{Begin, PartialHit, RangeFill};
 use post_reuse::PendingStore;
 
 /// Idle upstream connections are kept this long for reuse.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Concurrent streams on one h2 connection to an origin (Pingora's default is 1, which would
+/// open a connection per concurrent request and lose h2's point).
+const UPSTREAM_H2_STREAMS: usize = 100;
 
 /// The caching proxy application.
 pub struct Proxy {
@@ -99,6 +107,8 @@ pub struct Proxy {
     upstream: UpstreamConfig,
     cors: CorsConfig,
     security_headers: bool,
+    /// HSTS and the redirect to https.
+    edge: EdgeSettings,
     /// The cache has a shared tier, whose fill locks a fetch must end (see `logging`).
     shared_tier: bool,
     router: Arc<Router>,
@@ -108,6 +118,8 @@ pub struct Proxy {
 
 /// Per-request state carried across the phases.
 pub struct RequestCtx {
+    /// TLS or not, HTTP/1 or h2: the scheme of the cache key and of X-Forwarded-Proto.
+    conn: ClientConnection,
     request_id: String,
     started: Instant,
     /// Whether the cache was consulted for this request.
@@ -175,6 +187,7 @@ impl Proxy {
             upstream: config.upstream.clone(),
             cors: config.cors.clone(),
             security_headers: config.security_headers,
+            edge: EdgeSettings::new(config),
         }
     }
 
@@ -190,6 +203,7 @@ impl Proxy {
             }
         }
         let _ = resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str());
+        self.edge.apply_hsts(&ctx.conn, resp);
         if let CorsDecision::Allow(origin) = &ctx.cors {
             cors::apply(&self.cors, origin, resp);
         }
@@ -251,7 +265,7 @@ impl Proxy {
                 .await;
             return Ok(());
         }
-        let key = request_key(req, ctx.route.as_deref());
+        let key = request_key(req, ctx.route.as_deref(), ctx.conn.https());
         let purged = match self.cache.backend.remove(&key).await {
             Ok(purged) => purged,
             Err(e) => {
@@ -334,14 +348,14 @@ impl Proxy {
     }
 }
 
-/// The cache key of a request, with its route's query rules.
-fn request_key(req: &RequestHeader, route: Option<&Route>) -> CacheKey {
+/// The cache key of a request, with its route's query rules; `https`: it came over TLS.
+fn request_key(req: &RequestHeader, route: Option<&Route>, https: bool) -> CacheKey {
     match route {
         Some(route) => {
             let pq = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            route.cache_key(key::request_host(req), pq)
+            route.cache_key(https, key::request_host(req), pq)
         }
-        None => key::for_request(req, false),
+        None => key::for_request(req, https),
     }
 }
 
@@ -365,6 +379,7 @@ impl ProxyHttp for Proxy {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
+            conn: ClientConnection::default(),
             request_id: String::new(),
             started: Instant::now(),
             cache_enabled: false,
@@ -400,6 +415,7 @@ impl ProxyHttp for Proxy {
             session.write_response_header(Box::new(resp), true).await?;
             return Ok(true);
         }
+        ctx.conn = ClientConnection::of(session);
         ctx.request_id = headers::request_id(req.headers.get(X_REQUEST_ID));
         if !req.headers.contains_key(header::HOST) && req.uri.authority().is_none() {
             self.respond_error(
@@ -409,6 +425,13 @@ impl ProxyHttp for Proxy {
                 "the request has no Host header",
             )
             .await;
+            return Ok(true);
+        }
+        if let Some(mut resp) = self.edge.redirect(&ctx.conn, req) {
+            ctx.cache_status = Some(CacheStatus::Bypass);
+            let _ = resp.insert_header(X_CACHE, CacheStatus::Bypass.as_str());
+            self.own_headers(&mut resp, ctx, false);
+            session.write_response_header(Box::new(resp), true).await?;
             return Ok(true);
         }
         let Some(route) = self.router.route_request(req) else {
@@ -476,7 +499,11 @@ impl ProxyHttp for Proxy {
     }
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
-        Ok(request_key(session.req_header(), ctx.route.as_deref()))
+        Ok(request_key(
+            session.req_header(),
+            ctx.route.as_deref(),
+            ctx.conn.https(),
+        ))
     }
 
     fn response_cache_filter(
@@ -535,7 +562,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
         if ctx.cache_enabled && session.cache.phase() == CachePhase::Miss {
-            let key = request_key(session.req_header(), ctx.route.as_deref());
+            let key = request_key(session.req_header(), ctx.route.as_deref(), ctx.conn.https());
             match partial::begin(&self.cache, session.req_header(), &key, &ctx.directives).await {
                 Begin::Hit(hit) => {
                     self.serve_partial(session, ctx, hit).await?;
@@ -596,7 +623,7 @@ impl ProxyHttp for Proxy {
         // Hash selections follow the cache key, so one URL keeps going to one server.
         let key = match group.config().selection {
             Selection::Hash | Selection::Consistent => {
-                request_key(session.req_header(), Some(&route))
+                request_key(session.req_header(), Some(&route), ctx.conn.https())
                     .primary_key_str()
                     .unwrap_or_default()
                     .as_bytes()
@@ -632,6 +659,11 @@ impl ProxyHttp for Proxy {
         opts.read_timeout = Some(read_timeout);
         opts.write_timeout = Some(read_timeout);
         opts.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        // h2 to the origin when the group offers it; a tunnel (WebSocket) needs HTTP/1.1.
+        if group.http2 && ctx.upgrade.is_none() {
+            opts.alpn = ALPN::H2H1;
+            opts.max_h2_streams = UPSTREAM_H2_STREAMS;
+        }
         if ctx.upgrade.is_some() {
             session.set_read_timeout(Some(self.upstream.upgrade_idle_timeout));
         }
@@ -669,7 +701,7 @@ impl ProxyHttp for Proxy {
             };
             upstream_request.insert_header("x-forwarded-for", xff)?;
         }
-        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        upstream_request.insert_header("x-forwarded-proto", ctx.conn.scheme())?;
         if let Some(fill) = &ctx.range_fill {
             fill.upstream_request(session.req_header(), upstream_request);
         }
@@ -740,11 +772,13 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         // Before the client sees the response, so its next request sees the invalidation.
         let route = ctx.route.clone();
+        let https = ctx.conn.https();
         let key_for = |host: &str, pq: &str| match &route {
-            Some(route) => route.cache_key(host, pq),
-            None => key::for_parts(false, host, pq),
+            Some(route) => route.cache_key(https, host, pq),
+            None => key::for_parts(https, host, pq),
         };
-        for key in invalidation::targets(session.req_header(), upstream_response, key_for) {
+        let req = session.req_header();
+        for key in invalidation::targets(req, upstream_response, https, key_for) {
             if let Err(e) = self.cache.backend.remove(&key).await {
                 warn!("invalidation failed, request_id={}: {e}", ctx.request_id);
             }
@@ -754,7 +788,7 @@ impl ProxyHttp for Proxy {
             && ctx.upgrade.is_none()
             && ctx.route.as_ref().is_some_and(|r| r.caches())
         {
-            let key = request_key(req, ctx.route.as_deref());
+            let key = request_key(req, ctx.route.as_deref(), ctx.conn.https());
             ctx.post_store = PendingStore::start(&self.cache, key, req, upstream_response);
         }
         if session.is_process_shutting_down() {
@@ -919,7 +953,7 @@ impl ProxyHttp for Proxy {
         if self.shared_tier && ctx.cache_enabled && filled {
             // A fetch that stored nothing ends the fill here, so other instances waiting
             // on it in a shared tier go on at once.
-            let key = request_key(session.req_header(), ctx.route.as_deref());
+            let key = request_key(session.req_header(), ctx.route.as_deref(), ctx.conn.https());
             self.cache.backend.fill_done(&key).await;
         }
         let req = session.req_header();
@@ -965,6 +999,8 @@ impl ProxyHttp for Proxy {
             path: req.uri.path(),
             query: req.uri.query(),
             status,
+            protocol: ctx.conn.protocol,
+            tls: ctx.conn.tls,
             cache,
             bytes_sent: session.as_downstream().body_bytes_sent(),
             duration_ms: elapsed.as_secs_f64() * 1000.0,

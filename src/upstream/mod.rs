@@ -60,6 +60,8 @@ impl Balancer {
 pub struct UpstreamGroup {
     pub name: String,
     pub tls: bool,
+    /// Offer h2 by ALPN to these (TLS) servers.
+    pub http2: bool,
     /// SNI and certificate name; `None`: the server's own host name.
     pub sni: Option<String>,
     pub retries: usize,
@@ -148,6 +150,7 @@ impl UpstreamGroup {
         let group = UpstreamGroup {
             name: config.name.clone(),
             tls: config.tls,
+            http2: config.tls && config.http2,
             sni: config.sni.clone(),
             retries: config.retries,
             from_origin_flag: config.from_origin_flag,
@@ -268,6 +271,7 @@ mod tests {
             health_check: None,
             resolve_interval,
             retries: 0,
+            http2: false,
             from_origin_flag: false,
         }
     }

@@ -91,12 +91,30 @@ enum Failure {
     Other(String),
 }
 
+/// A byte stream to the server: TCP, or TLS over TCP.
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// Opens a connection to the server (with a read timeout set).
+pub type Connector =
+    std::sync::Arc<dyn Fn(SocketAddr) -> std::io::Result<Box<dyn Stream>> + Send + Sync>;
+
+/// Plain TCP, with a 10 s read timeout.
+pub fn tcp() -> Connector {
+    std::sync::Arc::new(|addr| {
+        let s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Box::new(s) as Box<dyn Stream>)
+    })
+}
+
 /// An HTTP/1.1 client on one kept-alive connection, that behaves like real clients when
 /// the server closes an idle connection: it retries an idempotent request once on a new
 /// connection if the old one ended before any response byte.
 pub struct KeepAlive {
     addr: SocketAddr,
-    conn: Option<std::io::BufReader<TcpStream>>,
+    connect: Connector,
+    conn: Option<std::io::BufReader<Box<dyn Stream>>>,
     /// How many requests were retried on a new connection.
     pub retries: usize,
     /// How many connections were opened.
@@ -105,8 +123,14 @@ pub struct KeepAlive {
 
 impl KeepAlive {
     pub fn new(addr: SocketAddr) -> Self {
+        Self::with(addr, tcp())
+    }
+
+    /// A client whose connections are opened by `connect` (TLS, say).
+    pub fn with(addr: SocketAddr, connect: Connector) -> Self {
         KeepAlive {
             addr,
+            connect,
             conn: None,
             retries: 0,
             connections: 0,
@@ -129,9 +153,8 @@ impl KeepAlive {
     fn once(&mut self, path: &str) -> Result<(u16, Vec<u8>), Failure> {
         use std::io::{BufRead, BufReader};
         if self.conn.is_none() {
-            let s = TcpStream::connect(self.addr)
-                .map_err(|e| Failure::Other(format!("connect: {e}")))?;
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let s =
+                (self.connect)(self.addr).map_err(|e| Failure::Other(format!("connect: {e}")))?;
             self.conn = Some(BufReader::new(s));
             self.connections += 1;
         }
@@ -191,18 +214,23 @@ impl KeepAlive {
 
 /// GETs `path` on a new connection (`Connection: close`); returns the status.
 pub fn get_once(addr: SocketAddr, path: &str) -> Result<u16, String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    get_once_with(&tcp(), addr, path)
+}
+
+/// [`get_once`] on a connection opened by `connect`.
+pub fn get_once_with(connect: &Connector, addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let mut stream = connect(addr).map_err(|e| format!("connect: {e}"))?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream
         .write_all(req.as_bytes())
         .map_err(|e| format!("write: {e}"))?;
     let mut out = Vec::new();
-    stream
-        .read_to_end(&mut out)
-        .map_err(|e| format!("read: {e}"))?;
+    if let Err(e) = stream.read_to_end(&mut out) {
+        // A TLS server may close without close_notify once the response is complete.
+        if out.is_empty() || e.kind() != std::io::ErrorKind::UnexpectedEof {
+            return Err(format!("read: {e}"));
+        }
+    }
     let text = String::from_utf8_lossy(&out);
     text.split_whitespace()
         .nth(1)

@@ -46,6 +46,9 @@ pub struct ProxyBuilder {
     envs: Vec<(String, String)>,
     port: u16,
     admin_port: u16,
+    /// Reserved for every proxy; used with [`ProxyBuilder::tls`] or [`ProxyBuilder::tls_listener`].
+    tls_port: u16,
+    tls: bool,
     keep: Vec<Arc<dyn Any + Send + Sync>>,
     /// A config file's text, written to the proxy's folder and passed with `-c`.
     config: Option<String>,
@@ -55,6 +58,8 @@ pub struct Proxy {
     child: Child,
     pub port: u16,
     pub admin_port: u16,
+    /// The TLS listener's port, when the proxy has one.
+    pub tls_port: Option<u16>,
     dir: tempfile::TempDir,
     /// Things the proxy needs for as long as it runs (its Redis), dropped after it stops.
     keep: Vec<Arc<dyn Any + Send + Sync>>,
@@ -66,7 +71,7 @@ impl ProxyBuilder {
     }
 
     fn with_args(args: Vec<String>) -> Self {
-        let ports = free_ports::<2>();
+        let ports = free_ports::<3>();
         ProxyBuilder {
             args,
             port_flag: true,
@@ -76,6 +81,8 @@ impl ProxyBuilder {
             envs: Vec::new(),
             port: ports[0],
             admin_port: ports[1],
+            tls_port: ports[2],
+            tls: false,
             keep: Vec::new(),
             config: None,
         }
@@ -132,6 +139,23 @@ impl ProxyBuilder {
         self
     }
 
+    /// Adds the TLS listener (`--tls-port` on a free port) with one certificate.
+    pub fn tls(self, files: &super::tls::CertFiles) -> Self {
+        self.tls_listener()
+            .args(&["--tls-cert", files.cert(), "--tls-key", files.key()])
+    }
+
+    /// Adds the TLS listener; its certificates come from the test's config file or flags.
+    pub fn tls_listener(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// The port the TLS listener will use.
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port
+    }
+
     /// Sets `--grace-period` (0 by default, so that tests end quickly).
     pub fn grace_period(mut self, value: &str) -> Self {
         self.grace_period = value.to_owned();
@@ -144,6 +168,9 @@ impl ProxyBuilder {
         let mut b = ProxyBuilder::new(origin);
         b.port = running.port;
         b.admin_port = running.admin_port;
+        if let Some(tls_port) = running.tls_port {
+            b.tls_port = tls_port;
+        }
         b.state_dir = Some(running.state_dir());
         b.upgrade = true;
         b
@@ -168,7 +195,7 @@ impl ProxyBuilder {
             match self.try_start() {
                 Ok(proxy) => return proxy,
                 Err(log) if log.contains("cannot listen on") => {
-                    [self.port, self.admin_port] = free_ports::<2>();
+                    [self.port, self.admin_port, self.tls_port] = free_ports::<3>();
                 }
                 Err(log) => panic!("caching-proxy did not become ready:\n{log}"),
             }
@@ -187,6 +214,14 @@ impl ProxyBuilder {
         cmd.args(["--host", "127.0.0.1", "--threads", "2"]);
         if self.port_flag {
             cmd.args(["--port", &self.port.to_string()]);
+        }
+        if self.tls {
+            cmd.args([
+                "--tls-host",
+                "127.0.0.1",
+                "--tls-port",
+                &self.tls_port.to_string(),
+            ]);
         }
         cmd.args(["--admin-port", &self.admin_port.to_string()])
             .arg(format!("--pid-file={}", state.join("proxy.pid").display()))
@@ -219,6 +254,7 @@ impl ProxyBuilder {
             child,
             port: self.port,
             admin_port: self.admin_port,
+            tls_port: self.tls.then_some(self.tls_port),
             dir,
             keep: self.keep.clone(),
         };
@@ -241,6 +277,24 @@ impl Proxy {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The TLS listener's address (panics without one).
+    pub fn tls_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.tls_port.expect("a TLS listener")))
+    }
+
+    /// Prometheus text from `/metrics`.
+    pub fn metrics(&self) -> String {
+        super::get(&self.admin_url("/metrics")).body
+    }
+
+    /// The value of one sample of `/metrics` (`name{labels}` as printed), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -298,6 +352,41 @@ impl Proxy {
     /// The folder of the pid file and the upgrade socket.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().to_owned()
+    }
+
+    /// The pid the proxy's pid file names, if any.
+    pub fn pid_file_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.state_dir().join("proxy.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Sends SIGHUP and waits (30 s) until a new process, named in the pid file, answers
+    /// `/health/ready` on the admin port. The new process is stopped when the guard drops.
+    pub fn reload(&self) -> Reloaded {
+        let old = self.pid();
+        self.signal("HUP");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(new) = self.pid_file_pid().filter(|p| *p != old) {
+                let answer = ureq::get(&self.admin_url("/health/ready"))
+                    .call()
+                    .ok()
+                    .and_then(|r| r.into_string().ok())
+                    .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok());
+                if answer.is_some_and(|v| v["pid"] == new) {
+                    return Reloaded { pid: new };
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new process after SIGHUP:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends a signal (`TERM`, `QUIT`, ...).
@@ -404,4 +493,30 @@ fn clean_env(cmd: &mut Command) {
 
 pub fn conf_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf")
+}
+
+/// A process started by a reload (SIGHUP) of a test's proxy: a child of that proxy, not of
+/// the test, so it is stopped here, by pid, when dropped.
+pub struct Reloaded {
+    pub pid: u32,
+}
+
+impl Reloaded {
+    /// Sends a signal (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name} {} failed", self.pid);
+    }
+}
+
+impl Drop for Reloaded {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", &self.pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
 }

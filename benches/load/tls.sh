@@ -1,0 +1,165 @@
+# shellcheck shell=bash disable=SC2034
+# (SC2034: the variables set here are read by run.sh.)
+#
+# The TLS rows of run.sh (sourced, not run): caching-proxy's TLS listener beside nginx's
+# `listen ... ssl http2` server, both in the processes of the plain rows (same cache setup,
+# same origin), with one ECDSA P-256 certificate made for the run.
+#
+#   tlshit1k   1 KiB HIT over HTTPS/1.1, 64 keep-alive connections (wrk)
+#   h2hit1k    1 KiB HIT over HTTP/2, 64 connections x 10 streams (h2load)
+#   handshake  new TLS 1.3 connections, one request each (h2load in batches): handshakes per
+#              second and the server's CPU time per handshake
+
+TLS_ROWS=(tlshit1k h2hit1k handshake)
+# Connections per h2load batch of the handshake row (all opened at once, one request each).
+HANDSHAKE_BATCH=${HANDSHAKE_BATCH:-100}
+
+# A self-signed ECDSA P-256 certificate for localhost and 127.0.0.1: sets TLS_CERT, TLS_KEY.
+make_tls_certificate() {
+    TLS_CERT="$WORK/tls.crt" TLS_KEY="$WORK/tls.key"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$TLS_KEY" -out "$TLS_CERT" 2>/dev/null || die "openssl could not make a certificate"
+}
+
+# nginx's TLS listener, in the server block of the plain one (same cache): nothing when no
+# TLS row runs. Session tickets off: caching-proxy (rustls as Pingora sets it up) does not
+# issue stateless tickets either; h2load resumes no session anyway.
+nginx_tls_listen() {
+    [[ -n ${NGINX_TLS_PORT:-} ]] || return 0
+    cat <<EOF
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+        ssl_certificate $TLS_CERT;
+        ssl_certificate_key $TLS_KEY;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_tickets off;
+EOF
+}
+
+# h2load's durations (115us, 25.33ms, 1.02s) in ms.
+h2load_ms() {
+    awk -v v="$1" 'BEGIN {
+        if (v ~ /us$/) printf "%.3f", substr(v, 1, length(v) - 2) / 1000
+        else if (v ~ /ms$/) printf "%.3f", substr(v, 1, length(v) - 2)
+        else if (v ~ /s$/) printf "%.3f", substr(v, 1, length(v) - 1) * 1000
+        else printf "%.3f", v
+    }'
+}
+
+# Reads h2load's output: prints "req_s succeeded errors mean_ms max_ms connect_mean_ms
+# connect_max_ms protocol" (errors: failed, errored, timed out, or 4xx/5xx).
+parse_h2load() {
+    local rps ok errors mean max cmean cmax proto
+    rps=$(awk '$1 == "finished" { print $4 }' "$1")
+    read -r ok errors < <(awk '$1 == "requests:" { print $8, $10 + $12 + $14 }' "$1")
+    errors=$((errors + $(awk '$1 == "status" && $2 == "codes:" { print $7 + $9 }' "$1")))
+    read -r mean max < <(awk '$1 == "time" && $3 == "request:" { print $6, $5 }' "$1")
+    read -r cmean cmax < <(awk '$1 == "time" && $3 == "connect:" { print $6, $5 }' "$1")
+    proto=$(awk -F': ' '/^TLS Protocol/ { print $2 }' "$1")
+    echo "${rps:-0} ${ok:-0} $errors $(h2load_ms "${mean:-0}") $(h2load_ms "${max:-0}") $(h2load_ms "${cmean:-0}") $(h2load_ms "${cmax:-0}") ${proto:-none}"
+}
+
+# Runs h2load on the client CPU: run_h2load OUTFILE TIMEOUT_S h2load-args...
+run_h2load() {
+    local out=$1 limit=$2
+    shift 2
+    taskset -c "$CPU_CLIENT" timeout "$limit" h2load -t1 "$@" >"$out" 2>&1 ||
+        { cat "$out" >&2; die "h2load failed: $*"; }
+}
+
+# An HTTP/2 HIT row: h2load_row ROW LABEL PATH CONNECTIONS STREAMS SERVER...
+h2load_row() {
+    local row=$1 path=$3 conns=$4 streams=$5 s url before after ticks t0 cpu
+    local rps ok errors mean max cmean cmax proto
+    DONE_ROWS+=("$row")
+    LABEL[$row]=$2
+    shift 5
+    ROW_SERVERS[$row]="$*"
+    for s in "$@"; do
+        url="https://127.0.0.1:${PORT[$s]}$path"
+        curl -sk --http2 -o /dev/null "$url"
+        curl -sk --http2 -o /dev/null "$url"
+        before=$(origin_count)
+        ticks=$(server_ticks "$s") t0=$(now_ns)
+        run_h2load "$WORK/$row-$s.txt" $((DURATION + WARMUP + 30)) \
+            -c "$conns" -m "$streams" -D "$DURATION" --warm-up-time "$WARMUP" "$url"
+        cpu=$(calc %.0f "100 * ($(server_ticks "$s") - $ticks) / $CLK_TCK / (($(now_ns) - $t0) / 1e9)")
+        after=$(origin_count)
+        read -r rps ok errors mean max cmean cmax proto < <(parse_h2load "$WORK/$row-$s.txt")
+        [[ $proto == TLSv1.3 ]] || log "$row ${NAME[$s]}: negotiated $proto"
+        R[$row,$s,requests]=$ok
+        # h2load gives no percentiles: p50 and p99 are "-".
+        record "$row" "$s" "$(calc %.0f "$rps")" - - "$mean" "$max" "$(server_rss "$s")" \
+            $((after - before)) "$errors" "$cpu"
+    done
+}
+
+# The handshake row: handshake_row ROW LABEL PATH SERVER... For DURATION seconds, h2load
+# batches of HANDSHAKE_BATCH new connections (HTTP/1.1 over TLS 1.3, one request each, no
+# session resumption: h2load keeps no session cache), one batch after the other. req/s is
+# handshakes per second; mean and max are h2load's "time for connect" (TCP and TLS).
+handshake_row() {
+    local row=$1 path=$3 s url before after ticks t0 cpu end batch wall
+    local rps ok errors mean max cmean cmax proto total failed cmean_sum cmax_all
+    DONE_ROWS+=("$row")
+    LABEL[$row]=$2
+    shift 3
+    ROW_SERVERS[$row]="$*"
+    for s in "$@"; do
+        url="https://127.0.0.1:${PORT[$s]}$path"
+        curl -sk -o /dev/null "$url"
+        if ((WARMUP > 0)); then
+            run_h2load "$WORK/$row-$s-warmup.txt" 60 --h1 -c "$HANDSHAKE_BATCH" -n "$HANDSHAKE_BATCH" "$url"
+        fi
+        before=$(origin_count)
+        total=0 failed=0 cmean_sum=0 cmax_all=0 batch=0
+        ticks=$(server_ticks "$s") t0=$(now_ns)
+        end=$((SECONDS + DURATION))
+        while ((SECONDS < end)); do
+            batch=$((batch + 1))
+            run_h2load "$WORK/$row-$s.txt" 60 --h1 -c "$HANDSHAKE_BATCH" -n "$HANDSHAKE_BATCH" "$url"
+            read -r rps ok errors mean max cmean cmax proto < <(parse_h2load "$WORK/$row-$s.txt")
+            [[ $proto == TLSv1.3 ]] || die "$row ${NAME[$s]}: negotiated $proto, not TLSv1.3"
+            total=$((total + ok)) failed=$((failed + errors))
+            cmean_sum=$(calc %.3f "$cmean_sum + $cmean * $ok")
+            cmax_all=$(calc %.3f "($cmax > $cmax_all) ? $cmax : $cmax_all")
+        done
+        wall=$(calc %.3f "($(now_ns) - $t0) / 1e9")
+        ticks=$(($(server_ticks "$s") - ticks))
+        cpu=$(calc %.0f "100 * $ticks / $CLK_TCK / $wall")
+        after=$(origin_count)
+        R[$row,$s,requests]=$total
+        R[$row,$s,cpu_ms]=$(calc %.3f "1000 * $ticks / $CLK_TCK / ($total > 0 ? $total : 1)")
+        log "$row ${NAME[$s]}: $total handshakes in $batch batches of $HANDSHAKE_BATCH, server CPU ${R[$row,$s,cpu_ms]} ms per handshake"
+        record "$row" "$s" "$(calc %.0f "$total / $wall")" - - \
+            "$(calc %.3f "$cmean_sum / ($total > 0 ? $total : 1)")" "$cmax_all" \
+            "$(server_rss "$s")" $((after - before)) "$failed" "$cpu"
+    done
+}
+
+# The TLS rows' part of the notes under the table (nothing when none ran).
+tls_notes() {
+    want_any "${TLS_ROWS[@]}" || return 0
+    echo "TLS rows (caching-proxy beside nginx, n/a: Varnish has no TLS): the same servers as the"
+    echo "plain rows, on their TLS listeners, with one ECDSA P-256 certificate. HTTPS/1.1: wrk, 64"
+    echo "keep-alive connections. HTTP/2: h2load -t1 -c64 -m10 (no percentiles: p50/p99 are -; mean"
+    echo "and max per request). Handshakes: h2load batches of $HANDSHAKE_BATCH new connections, one"
+    echo "request each, TLS 1.3, no resumption; req/s is handshakes per second, mean/max the time to"
+    echo "connect (TCP + TLS). When the client (one core, as costly per handshake as the server) is"
+    echo "the bottleneck, the server's CPU % is below 90 (⚠) and the rate is the client's; the"
+    echo "server's CPU per handshake (in the targets) holds either way."
+}
+
+# The TLS targets (from the issue): at least nginx's req/s on each row, and the CPU cost of
+# a handshake.
+tls_targets() {
+    local row o n
+    for row in tlshit1k h2hit1k handshake; do
+        ran "$row" || continue
+        o=${R[$row,ours_tls,rps]} n=${R[$row,nginx_tls,rps]}
+        echo "- ${LABEL[$row]} ≥ nginx: $(met "$o >= $n") ($o vs $n req/s = $(calc %.2f× "$o / $n"))$(noise_note "$row" ours_tls nginx_tls)"
+    done
+    if ran handshake; then
+        echo "- Server CPU per new TLS 1.3 handshake (with its one request): caching-proxy ${R[handshake,ours_tls,cpu_ms]} ms, nginx ${R[handshake,nginx_tls,cpu_ms]} ms ($(calc %.2f× "${R[handshake,ours_tls,cpu_ms]} / ${R[handshake,nginx_tls,cpu_ms]}"))"
+    fi
+}

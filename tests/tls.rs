@@ -1,0 +1,438 @@
+//! TLS termination and HTTP/2 at the edge, through the real binary: HTTPS over HTTP/1.1 and
+//! HTTP/2 with the cache, ALPN, certificates by SNI, HSTS, the redirect to https, h2c,
+//! start-up validation, TLS versions, routes over TLS, and the metrics. Certificate reload
+//! (SIGHUP) and the upgrade over TLS are in `tls/lifecycle.rs`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::client::raw;
+use support::proxy::run;
+use support::tls::{client_hello, first_record, h2_requests, Ca, CertFiles, ClientTls, H2Request};
+use support::{free_port, get, request, Origin, ProxyBuilder};
+
+#[path = "tls/lifecycle.rs"]
+mod lifecycle;
+
+/// A CA, a certificate for `localhost` written to a temporary folder, and the folder.
+fn localhost_cert() -> (Ca, CertFiles, tempfile::TempDir) {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let files = ca.issue(&["localhost"]).write(dir.path(), "site");
+    (ca, files, dir)
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// HTTPS GET: MISS then HIT over HTTP/1.1 (one keep-alive connection, certificate verified
+/// against the CA) and over HTTP/2; an entry stored over one protocol is a HIT over the
+/// other (same scheme); the plaintext URL is a separate entry; the origin hears
+/// `X-Forwarded-Proto: https`; the access log says protocol and TLS version.
+#[test]
+fn https_miss_then_hit_over_http1_and_h2() {
+    let (ca, files, _dir) = localhost_cert();
+    let origin = Origin::cacheable();
+    let proxy = ProxyBuilder::new(&origin.url()).tls(&files).start();
+    let host = format!("localhost:{}", proxy.tls_port.unwrap());
+
+    let h1 = ClientTls::trusting(&ca.pem, &["http/1.1"]);
+    let mut conn = h1.connect(proxy.tls_addr(), "localhost").unwrap();
+    assert_eq!(conn.info.alpn.as_deref(), Some("http/1.1"));
+    assert_eq!(conn.info.version, "TLSv1_3");
+    let first = conn.get(&host, "/one").unwrap();
+    assert_eq!((first.status, first.x_cache()), (200, "MISS"), "{first:?}");
+    assert_eq!(first.body, "body of /one");
+    let second = conn.get(&host, "/one").unwrap();
+    assert_eq!((second.status, second.x_cache()), (200, "HIT"));
+    assert_eq!(second.body, "body of /one");
+
+    let h2 = ClientTls::trusting(&ca.pem, &["h2", "http/1.1"]);
+    let (responses, info) = h2_requests(
+        proxy.tls_addr(),
+        Some((&h2, "localhost")),
+        &[
+            H2Request::get(&host, "/two"),
+            H2Request::get(&host, "/two"),
+            H2Request::get(&host, "/one"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(info.unwrap().alpn.as_deref(), Some("h2"), "h2 preferred");
+    let cache: Vec<_> = responses.iter().map(|r| (r.status, r.x_cache())).collect();
+    assert_eq!(cache, [(200, "MISS"), (200, "HIT"), (200, "HIT")]);
+    assert_eq!(responses[1].body, "body of /two");
+    assert_eq!(
+        responses[2].body, "body of /one",
+        "stored over HTTP/1.1, served over h2"
+    );
+
+    // The same URL over plaintext is another entry.
+    let plain = request("GET", &proxy.url("/one"), &[("host", &host)], None);
+    assert_eq!(plain.x_cache(), "MISS");
+    assert_eq!(origin.hits_for("/one"), 2, "once per scheme");
+    assert_eq!(origin.hits_for("/two"), 1);
+    let proto: Vec<_> = origin
+        .requests()
+        .iter()
+        .map(|r| r.header("x-forwarded-proto").unwrap_or("-").to_owned())
+        .collect();
+    assert_eq!(proto, ["https", "https", "http"]);
+
+    // Access records are written after the response went out: wait for each.
+    proxy.wait_log(r#""protocol":"h2","tls":"TLSv1.3""#);
+    proxy.wait_log(r#""protocol":"http/1.1","tls":"TLSv1.3""#);
+    proxy.wait_log(r#""protocol":"http/1.1","tls":null"#);
+    // The two client connections and the readiness probe.
+    assert!(proxy.metric(r#"caching_proxy_tls_handshakes_total{version="TLSv1.3"}"#) >= 3.0);
+}
+
+/// `tls.http2: false` offers only http/1.1: a client offering both gets http/1.1, one that
+/// insists on h2 is refused.
+#[test]
+fn alpn_is_http1_only_with_tls_http2_false() {
+    let (_ca, files, _dir) = localhost_cert();
+    let origin = Origin::cacheable();
+    let proxy = ProxyBuilder::new(&origin.url())
+        .tls(&files)
+        .arg("--tls-http2=false")
+        .start();
+    let both = ClientTls::any(&["h2", "http/1.1"]);
+    let mut conn = both.connect(proxy.tls_addr(), "localhost").unwrap();
+    assert_eq!(conn.info.alpn.as_deref(), Some("http/1.1"));
+    assert_eq!(conn.get("localhost", "/a").unwrap().status, 200);
+    let h2_only = ClientTls::any(&["h2"]);
+    assert!(h2_only.connect(proxy.tls_addr(), "localhost").is_err());
+}
+
+/// Two certificates: each name gets its own (exact and wildcard), an unknown name and a
+/// client without SNI get the first one.
+#[test]
+fn certificate_by_sni_with_the_first_as_default() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let a = ca.issue(&["a.example"]);
+    let b = ca.issue(&["b.example", "*.b.example"]);
+    let (fa, fb) = (a.write(dir.path(), "a"), b.write(dir.path(), "b"));
+    let conf = dir.path().join("proxy.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "tls:\n  certificates:\n    - {{cert: {}, key: {}}}\n    - {{cert: {}, key: {}}}\n",
+            fa.cert(),
+            fa.key(),
+            fb.cert(),
+            fb.key()
+        ),
+    )
+    .unwrap();
+    let origin = Origin::cacheable();
+    let proxy = ProxyBuilder::new(&origin.url())
+        .tls_listener()
+        .args(&["-c", conf.to_str().unwrap()])
+        .start();
+    let client = ClientTls::any(&["http/1.1"]);
+    let served = |sni: &str| client.connect(proxy.tls_addr(), sni).unwrap().info.cert;
+    assert!(served("a.example") == a.der, "a.example");
+    assert!(served("b.example") == b.der, "b.example");
+    assert!(served("www.B.example") == b.der, "wildcard, any case");
+    assert!(served("unknown.example") == a.der, "unknown: the first");
+    assert!(served("127.0.0.1") == a.der, "no SNI: the first");
+
+    let verified = ClientTls::trusting(&ca.pem, &["http/1.1"]);
+    let mut conn = verified.connect(proxy.tls_addr(), "x.b.example").unwrap();
+    assert_eq!(conn.get("x.b.example", "/b").unwrap().body, "body of /b");
+    let expiry = proxy.metrics();
+    assert!(
+        expiry.contains(
+            r#"caching_proxy_tls_certificate_expiry_timestamp_seconds{name="a.example"}"#
+        ) && expiry.contains(
+            r#"caching_proxy_tls_certificate_expiry_timestamp_seconds{name="b.example"}"#
+        ),
+        "{expiry}"
+    );
+}
+
+/// `tls.redirect_http`: every plaintext request gets 308 to the same URL on the TLS port;
+/// the origin sees none of them; TLS requests are served.
+#[test]
+fn redirect_http_answers_308_to_the_https_url() {
+    let (ca, files, _dir) = localhost_cert();
+    let origin = Origin::cacheable();
+    let proxy = ProxyBuilder::new(&origin.url())
+        .tls(&files)
+        .arg("--redirect-http")
+        .start();
+    let tls_port = proxy.tls_port.unwrap();
+    for method in ["GET", "POST"] {
+        let answer = raw(
+            proxy.addr(),
+            format!(
+                "{method} /a/b?x=1&y=%20 HTTP/1.1\r\nHost: shop.example:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                proxy.port
+            )
+            .as_bytes(),
+        );
+        assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
+        let location = format!("location: https://shop.example:{tls_port}/a/b?x=1&y=%20\r\n");
+        assert!(answer.to_ascii_lowercase().contains(&location), "{answer}");
+    }
+    assert_eq!(origin.hits(), 0);
+    let client = ClientTls::trusting(&ca.pem, &["http/1.1"]);
+    let mut conn = client.connect(proxy.tls_addr(), "localhost").unwrap();
+    assert_eq!(conn.get("localhost", "/a/b").unwrap().status, 200);
+    assert_eq!(origin.hits(), 1);
+}
+
+/// `tls.hsts` is sent on TLS responses (origin responses, hits, the proxy's own errors) and
+/// never on plaintext ones.
+#[test]
+fn hsts_only_on_tls_responses() {
+    let (_ca, files, _dir) = localhost_cert();
+    let origin = Origin::cacheable();
+    let hsts = "max-age=31536000; includeSubDomains";
+    let proxy = ProxyBuilder::new(&origin.url())
+        .tls(&files)
+        .args(&["--hsts", hsts])
+        .start();
+    let client = ClientTls::any(&["http/1.1"]);
+    let mut conn = client.connect(proxy.tls_addr(), "localhost").unwrap();
+    let miss = conn.get("localhost", "/h").unwrap();
+    let hit = conn.get("localhost", "/h").unwrap();
+    assert_eq!(hit.x_cache(), "HIT");
+    let mut conn = client.connect(proxy.tls_addr(), "localhost").unwrap();
+    let own = conn.request("PURGE", "localhost", "/h", &[]).unwrap();
+    assert_eq!(own.status, 405, "{own:?}");
+    for r in [&miss, &hit, &own] {
+        assert_eq!(r.header("strict-transport-security"), Some(hsts), "{r:?}");
+    }
+    let plain = [get(&proxy.url("/h")), get(&proxy.url("/h"))];
+    for r in &plain {
+        assert_eq!(r.header("strict-transport-security"), None, "{r:?}");
+    }
+}
+
+/// `listen.h2c`: HTTP/2 with prior knowledge on the plaintext listener, with the cache;
+/// HTTP/1.1 keeps working on the same port. Without it, prior knowledge is refused.
+#[test]
+fn h2c_with_prior_knowledge() {
+    let origin = Origin::cacheable();
+    let proxy = ProxyBuilder::new(&origin.url()).arg("--h2c").start();
+    let host = format!("127.0.0.1:{}", proxy.port);
+    let (responses, _) = h2_requests(
+        proxy.addr(),
+        None,
+        &[H2Request::get(&host, "/c"), H2Request::get(&host, "/c")],
+    )
+    .unwrap();
+    let cache: Vec<_> = responses.iter().map(|r| (r.status, r.x_cache())).collect();
+    assert_eq!(cache, [(200, "MISS"), (200, "HIT")]);
+    assert_eq!(responses[0].body, "body of /c");
+    assert_eq!(get(&proxy.url("/c")).x_cache(), "HIT", "HTTP/1.1 too");
+    proxy.wait_log(r#""protocol":"h2","tls":null"#);
+    assert_eq!(
+        origin.requests()[0].header("x-forwarded-proto"),
+        Some("http")
+    );
+
+    let without = ProxyBuilder::new(&origin.url()).start();
+    let host = format!("127.0.0.1:{}", without.port);
+    assert!(h2_requests(without.addr(), None, &[H2Request::get(&host, "/c")]).is_err());
+}
+
+/// Each certificate problem stops the start with exit 2, naming the key, before anything
+/// listens; a certificate that expires within 14 days starts with a warning.
+#[test]
+fn startup_validation_errors_exit_2_naming_the_key() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let good = ca.issue(&["localhost"]).write(dir.path(), "good");
+    let other = ca.issue(&["localhost"]).write(dir.path(), "other");
+    let expired = ca
+        .issue_valid(&["localhost"], now - 30 * 86_400, now - 86_400)
+        .write(dir.path(), "expired");
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "this is not PEM\n").unwrap();
+    let not_pem = not_pem.to_str().unwrap();
+    let unreadable = dir.path().join("missing.pem");
+    let unreadable = unreadable.to_str().unwrap();
+
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--tls-cert", unreadable, "--tls-key", good.key()],
+            "tls.certificates[0].cert: ",
+        ),
+        (
+            &["--tls-cert", good.cert(), "--tls-key", not_pem],
+            "tls.certificates[0].key: ",
+        ),
+        (
+            &["--tls-cert", not_pem, "--tls-key", good.key()],
+            "tls.certificates[0].cert: ",
+        ),
+        (
+            &["--tls-cert", good.cert(), "--tls-key", other.key()],
+            "tls.certificates[0].key: ",
+        ),
+        (
+            &["--tls-cert", expired.cert(), "--tls-key", expired.key()],
+            "tls.certificates[0].cert: ",
+        ),
+        (&[], "tls.certificates is required when tls.port is set"),
+    ];
+    let problems = [
+        "cannot be read",
+        "is not a PEM private key file",
+        "is not a PEM certificate file",
+        "does not match the certificate",
+        "expired on",
+        "",
+    ];
+    for ((extra, key), problem) in cases.iter().zip(problems) {
+        let (port, tls_port) = (free_port(), free_port());
+        let mut args = vec![
+            "--origin".to_string(),
+            "http://127.0.0.1:9".into(),
+            "--port".into(),
+            port.to_string(),
+            "--admin-port".into(),
+            free_port().to_string(),
+            "--tls-port".into(),
+            tls_port.to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains(problem),
+            "{extra:?}: {stderr}"
+        );
+        for p in [port, tls_port] {
+            assert!(
+                std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
+                "nothing listened"
+            );
+        }
+    }
+
+    let soon = ca
+        .issue_valid(&["localhost"], now - 86_400, now + 5 * 86_400)
+        .write(dir.path(), "soon");
+    let origin = Origin::cacheable();
+    let proxy = ProxyBuilder::new(&origin.url()).tls(&soon).start();
+    let log = proxy.wait_log("expires on");
+    assert!(log.contains("within 14 days"), "{log}");
+}
+
+/// TLS 1.2 and 1.3 only: a ClientHello offering only TLS 1.1 gets an alert, never a
+/// ServerHello, and counts as a failed handshake; the same hello offering TLS 1.2 gets a
+/// ServerHello; a TLS 1.2 client completes and is counted under its version.
+#[test]
+fn a_tls_1_1_client_fails_the_handshake() {
+    let (_ca, files, _dir) = localhost_cert();
+    let origin = Origin::cacheable();
+    let proxy = ProxyBuilder::new(&origin.url()).tls(&files).start();
+    let errors = "caching_proxy_tls_handshake_errors_total";
+    let before = proxy.metric(errors);
+
+    let answer = first_record(proxy.tls_addr(), &client_hello(0x0302, "localhost"));
+    assert!(
+        matches!(answer, None | Some((0x15, _))),
+        "TLS 1.1 got {answer:?}"
+    );
+    wait_until(
+        "the failed handshake to be counted",
+        Duration::from_secs(5),
+        || proxy.metric(errors) == before + 1.0,
+    );
+    proxy.wait_log("Downstream handshake error");
+
+    // The hand-made hello itself is sound: offering TLS 1.2, it is answered.
+    let answer = first_record(proxy.tls_addr(), &client_hello(0x0303, "localhost"));
+    assert!(
+        matches!(&answer, Some((0x16, body)) if body.first() == Some(&2)),
+        "TLS 1.2 got {answer:?}"
+    );
+
+    let tls12 = ClientTls::any_tls12(&["http/1.1"]);
+    let mut conn = tls12.connect(proxy.tls_addr(), "localhost").unwrap();
+    assert_eq!(conn.info.version, "TLSv1_2");
+    assert_eq!(conn.get("localhost", "/v").unwrap().status, 200);
+    assert_eq!(
+        proxy.metric(r#"caching_proxy_tls_handshakes_total{version="TLSv1.2"}"#),
+        1.0
+    );
+    proxy.wait_log(r#""tls":"TLSv1.2""#);
+}
+
+/// Routes and upstream groups over TLS: each host reaches its group with the client's Host
+/// and `X-Forwarded-Proto: https`; a route's ignored query parameters leave the https key
+/// too; the admin purge of an https URL removes the https entry, as the proxy keys it.
+#[test]
+fn routes_over_tls() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let files = ca
+        .issue(&["a.example", "b.example"])
+        .write(dir.path(), "ab");
+    let (a, b) = (Origin::cacheable(), Origin::cacheable());
+    let conf = dir.path().join("proxy.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "upstreams:\n  a: {{servers: [\"{}\"]}}\n  b: {{servers: [\"{}\"]}}\n\
+             routes:\n  - {{hosts: [a.example], upstream: a, cache: {{key_ignore_query: [utm_source]}}}}\n  - {{hosts: [b.example], upstream: b}}\n\
+             tls:\n  certificates:\n    - {{cert: {}, key: {}}}\n",
+            a.addr(),
+            b.addr(),
+            files.cert(),
+            files.key()
+        ),
+    )
+    .unwrap();
+    let proxy = ProxyBuilder::new(&a.url())
+        .tls_listener()
+        .args(&["-c", conf.to_str().unwrap()])
+        .start();
+    let client = ClientTls::trusting(&ca.pem, &["http/1.1"]);
+    let mut on_a = client.connect(proxy.tls_addr(), "a.example").unwrap();
+    let mut on_b = client.connect(proxy.tls_addr(), "b.example").unwrap();
+    assert_eq!(
+        on_a.get("a.example", "/p?utm_source=x").unwrap().x_cache(),
+        "MISS"
+    );
+    assert_eq!(on_a.get("a.example", "/p").unwrap().x_cache(), "HIT");
+    assert_eq!(on_b.get("b.example", "/p").unwrap().x_cache(), "MISS");
+    assert_eq!(on_b.get("b.example", "/p").unwrap().x_cache(), "HIT");
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+    let to_b = &b.requests()[0];
+    assert_eq!(to_b.header("host"), Some("b.example"));
+    assert_eq!(to_b.header("x-forwarded-proto"), Some("https"));
+
+    let purge = |url: &str| {
+        request(
+            "POST",
+            &proxy.admin_url("/cache/purge"),
+            &[("content-type", "application/json")],
+            Some(&format!(r#"{{"url":"{url}"}}"#)),
+        )
+        .json()["purged"]
+            .clone()
+    };
+    assert_eq!(purge("http://a.example/p"), false, "no http entry");
+    assert_eq!(purge("https://a.example/p?utm_source=y"), true);
+    assert_eq!(on_a.get("a.example", "/p").unwrap().x_cache(), "MISS");
+    assert_eq!(on_b.get("b.example", "/p").unwrap().x_cache(), "HIT");
+}
