@@ -160,17 +160,19 @@ start_origin() {
 # Starts caching-proxy in front of the origin: start_proxy NAME [extra flags...]. NAME keeps
 # each instance's log ($WORK/NAME.log), pid file and upgrade socket apart. Sets PROXY_PORT,
 # PROXY_ADMIN_PORT, PROXY_PID. With NO_ORIGIN=1 there is no --origin: the extra flags give a
-# config file with the proxy's upstreams and routes.
+# config file with the proxy's upstreams and routes. The benchmark's tuning is one thread
+# (the server has one core) and no access log (--log-level warn); with DEFAULT_SETTINGS=1
+# both stay at caching-proxy's defaults (the extra flags may still name a thread count).
 start_proxy() {
-    local name=$1 origin=(--origin "http://127.0.0.1:$ORIGIN_PORT")
+    local name=$1 origin=(--origin "http://127.0.0.1:$ORIGIN_PORT") tuning=(--threads 1 --log-level warn)
     shift
     if [[ ${NO_ORIGIN:-} == 1 ]]; then origin=(); fi
+    if [[ ${DEFAULT_SETTINGS:-} == 1 ]]; then tuning=(); fi
     read -r PROXY_PORT PROXY_ADMIN_PORT <<<"$(free_ports 2)"
     spawn "$CPU_SERVER" "$WORK/$name.log" "$PROXY_BIN" \
         --host 127.0.0.1 --port "$PROXY_PORT" \
         --admin-host 127.0.0.1 --admin-port "$PROXY_ADMIN_PORT" \
-        "${origin[@]}" \
-        --threads 1 --log-level warn \
+        "${origin[@]}" "${tuning[@]}" \
         --pid-file "$WORK/$name.pid" --upgrade-sock "$WORK/$name.sock" \
         "$@"
     PROXY_PID=$LAST_PID

@@ -5,16 +5,18 @@
 # and TLS at the edge, caching-proxy beside nginx (`listen ... ssl http2`, same certificate):
 # HTTPS/1.1 and HTTP/2 hits and new TLS 1.3 handshakes (see tls.sh).
 #
-#   bash benches/load/run.sh                  # DURATION=10 s per row, about 6 minutes
-#   DURATION=3 WARMUP=1 bash benches/load/run.sh
-#   ROWS="tlshit1k h2hit1k handshake" bash benches/load/run.sh   # only these rows (ids in main;
-#                                             # writes a results file only with RESULTS=FILE)
+#   bash benches/load/run.sh                  # 3 rounds, DURATION=10 s per row: about 20 minutes
+#   ROUNDS=1 DURATION=3 WARMUP=1 bash benches/load/run.sh   # one quick pass
+#   ROWS="tlshit1k h2hit1k handshake" bash benches/load/run.sh   # only these rows (ids in
+#                                             # run_rows; a results file only with RESULTS=FILE)
 #
 # Each server runs pinned to CPU 0 (caching-proxy --threads 1, nginx with 1 worker, Varnish
 # with its defaults); wrk (1 thread), the origin and redis-server share CPU 1. Caches are
-# warmed before the HIT rows. Prints one Markdown table and writes it, with the machine and
-# versions, to benches/results/latest.md (RESULTS=FILE to write elsewhere). See
-# benches/README.md.
+# warmed before the HIT rows. One server's throughput drifts by 10-30 % over minutes on a
+# shared virtual machine, so a row runs on every server back to back, the whole set of rows
+# is repeated ROUNDS times, and the table gives each figure's median over the rounds with
+# its spread. Prints one Markdown table and writes it, with the machine and versions, to
+# benches/results/latest.md (RESULTS=FILE to write elsewhere). See benches/README.md.
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -25,6 +27,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/tls.sh"
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
 BURST=${BURST:-200}
+# How often the whole set of rows runs; ROUNDS=1 is one pass, for a quick look.
+ROUNDS=${ROUNDS:-3}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number, not \"$ROUNDS\""
+# The round being run (1-based): every figure is stored per round, see put and summarise.
+ROUND=1
 # The Host of every request of the 3-proxy row: the cache key includes it, so the three
 # proxies share an entry only when the requests name one host.
 SHARED_HOST=bench.test
@@ -115,9 +122,13 @@ start_varnish() {
 
 # The side-by-side servers, in every row unless a row names its own.
 SERVERS=(ours nginx varnish)
+# The main HIT and MISS rows add caching-proxy with its default settings (an access record
+# per request, one thread per CPU) beside the tuned one, so the cost of each default shows.
+MAIN_SERVERS=(ours ours_default nginx varnish)
 # caching-proxy on the Redis tier: L1 off (every hit from Redis), the default L1, and three
 # instances on one Redis (PORT, PID and ADMIN hold their three values, space-separated).
 declare -A NAME=([ours]=caching-proxy [nginx]=nginx [varnish]=Varnish
+    [ours_default]="caching-proxy, default settings"
     [l2]="caching-proxy, Redis, L1 off" [l1]="caching-proxy, Redis, L1 64 MiB"
     [shared]="3 × caching-proxy, one Redis"
     [ours_tls]="caching-proxy, TLS" [nginx_tls]="nginx, TLS"
@@ -126,11 +137,94 @@ declare -A PORT PID ADMIN R
 # The scheme of a server's URLs (http unless set).
 declare -A SCHEME=([ours_tls]=https [nginx_tls]=https)
 # What caching-proxy's lines are compared with in the ratio columns: nginx, Varnish.
-declare -A PEER_NGINX=([ours]=nginx [ours_tls]=nginx_tls) PEER_VARNISH=([ours]=varnish)
+declare -A PEER_NGINX=([ours]=nginx [ours_default]=nginx [ours_tls]=nginx_tls)
+declare -A PEER_VARNISH=([ours]=varnish [ours_default]=varnish)
 # The rows that ran, in order.
 DONE_ROWS=()
 # A row's label, and the servers it ran against.
 declare -A LABEL ROW_SERVERS
+# The servers of the row being run, in this round's order (set by begin_row).
+ORDER=()
+
+# Registers a row the first time it runs and sets ORDER: begin_row ROW LABEL [SERVER...]
+# (default: SERVERS). The servers take turns at going first, one more place each round, so
+# that a drift of the machine within a round does not always favour the same server.
+begin_row() {
+    local row=$1 label=$2 k
+    shift 2
+    local servers=("$@")
+    ((${#servers[@]})) || servers=("${SERVERS[@]}")
+    if ! ran "$row"; then
+        DONE_ROWS+=("$row")
+        LABEL[$row]=$label
+        ROW_SERVERS[$row]="${servers[*]}"
+    fi
+    k=$(((ROUND - 1) % ${#servers[@]}))
+    ORDER=("${servers[@]:k}" "${servers[@]:0:k}")
+}
+
+# One round's figure: put ROW SERVER FIELD VALUE. summarise turns the rounds' figures into
+# R[ROW,SERVER,FIELD] (the median, what the table and the targets read) and its spread.
+put() { R[$1,$2,$3,$ROUND]=$4; }
+
+# The figures that are summarised; a field a row does not measure is "-" or absent.
+FIELDS=(rps p50 p99 mean max rss fetches errors cpu requests cpu_ms l2hits l2misses l2writes l2errors)
+
+# Median, min and max of numbers (one per argument): "median min max". An even count has
+# the mean of the middle two as its median.
+median_min_max() {
+    printf '%s\n' "$@" | sort -g | awk '
+        { v[NR] = $1 }
+        END {
+            m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            print m, v[1], v[NR]
+        }'
+}
+
+# Every row and server: R[ROW,S,FIELD] = the median over the rounds, R[ROW,S,FIELD,min]
+# and R[ROW,S,FIELD,max] the spread, R[ROW,S,FIELD,n] how many rounds gave a figure. Errors
+# are summed instead (one failed request in any round is worth seeing). caching-proxy's
+# ratios to nginx and Varnish are taken per round (the servers ran back to back) and their
+# spread kept in R[ROW,S,ratio_nginx,min|max] and likewise for Varnish.
+summarise() {
+    local row s f r v peer_v values servers med lo hi peer kind
+    for row in "${DONE_ROWS[@]}"; do
+        read -ra servers <<<"${ROW_SERVERS[$row]}"
+        for s in "${servers[@]}"; do
+            for f in "${FIELDS[@]}"; do
+                values=()
+                for ((r = 1; r <= ROUNDS; r++)); do
+                    v=${R[$row,$s,$f,$r]:-}
+                    [[ -n $v ]] && values+=("$v")
+                done
+                ((${#values[@]})) || continue
+                R[$row,$s,$f,n]=${#values[@]}
+                if [[ " ${values[*]} " == *" - "* ]]; then
+                    R[$row,$s,$f]=- R[$row,$s,$f,min]=- R[$row,$s,$f,max]=-
+                    continue
+                fi
+                read -r med lo hi < <(median_min_max "${values[@]}")
+                if [[ $f == errors ]]; then
+                    med=$(awk '{ for (i = 1; i <= NF; i++) t += $i } END { print t }' <<<"${values[*]}")
+                fi
+                R[$row,$s,$f]=$med R[$row,$s,$f,min]=$lo R[$row,$s,$f,max]=$hi
+            done
+            for kind in nginx varnish; do
+                if [[ $kind == nginx ]]; then peer=${PEER_NGINX[$s]:-}; else peer=${PEER_VARNISH[$s]:-}; fi
+                [[ -n $peer && " ${servers[*]} " == *" $peer "* ]] || continue
+                values=()
+                for ((r = 1; r <= ROUNDS; r++)); do
+                    v=${R[$row,$s,rps,$r]:-} peer_v=${R[$row,$peer,rps,$r]:-}
+                    [[ -n $v && $v != - && -n $peer_v && $peer_v != - ]] || continue
+                    values+=("$(calc %.4f "$v / $peer_v")")
+                done
+                ((${#values[@]})) || continue
+                read -r med lo hi < <(median_min_max "${values[@]}")
+                R[$row,$s,ratio_$kind,min]=$lo R[$row,$s,ratio_$kind,max]=$hi
+            done
+        done
+    done
+}
 
 # RSS (KiB) and CPU time (ticks) of a server: the sum over its processes.
 server_rss() {
@@ -163,44 +257,40 @@ l2_delta() {
     local row=$1 s=$2 before after
     read -ra before <<<"$3"
     read -ra after <<<"$(l2_counters "$s")"
-    R[$row,$s,l2hits]=$((after[0] - before[0]))
-    R[$row,$s,l2misses]=$((after[1] - before[1]))
-    R[$row,$s,l2writes]=$((after[2] - before[2]))
-    R[$row,$s,l2errors]=$((after[3] - before[3]))
-    log "$row ${NAME[$s]}: Redis tier hits ${R[$row,$s,l2hits]}, misses ${R[$row,$s,l2misses]}, writes ${R[$row,$s,l2writes]}, errors ${R[$row,$s,l2errors]}"
+    put "$row" "$s" l2hits $((after[0] - before[0]))
+    put "$row" "$s" l2misses $((after[1] - before[1]))
+    put "$row" "$s" l2writes $((after[2] - before[2]))
+    put "$row" "$s" l2errors $((after[3] - before[3]))
+    log "$row ${NAME[$s]}: Redis tier hits $((after[0] - before[0])), misses $((after[1] - before[1])), writes $((after[2] - before[2])), errors $((after[3] - before[3]))"
 }
 
-# Stores one result: record ROW SERVER req_s p50 p99 mean max rss_kib fetches errors cpu%
+# Stores one round's result: record ROW SERVER req_s p50 p99 mean max rss_kib fetches errors cpu%
 record() {
     local row=$1 s=$2
-    R[$row,$s,rps]=$3
-    R[$row,$s,p50]=$4
-    R[$row,$s,p99]=$5
-    R[$row,$s,mean]=$6
-    R[$row,$s,max]=$7
-    R[$row,$s,rss]=$8
-    R[$row,$s,fetches]=$9
-    R[$row,$s,errors]=${10}
-    R[$row,$s,cpu]=${11}
-    log "$row ${NAME[$s]}: req/s $3, p50 $4 ms, p99 $5 ms, mean $6 ms, RSS $(($8 / 1024)) MiB, CPU ${11} %, origin fetches $9, errors ${10}"
+    put "$row" "$s" rps "$3"
+    put "$row" "$s" p50 "$4"
+    put "$row" "$s" p99 "$5"
+    put "$row" "$s" mean "$6"
+    put "$row" "$s" max "$7"
+    put "$row" "$s" rss "$8"
+    put "$row" "$s" fetches "$9"
+    put "$row" "$s" errors "${10}"
+    put "$row" "$s" cpu "${11}"
+    log "$row ${NAME[$s]} (round $ROUND/$ROUNDS): req/s $3, p50 $4 ms, p99 $5 ms, mean $6 ms, RSS $(($8 / 1024)) MiB, CPU ${11} %, origin fetches $9, errors ${10}"
 }
 
 # A wrk row: wrk_row ROW LABEL PATH CONNECTIONS hit|miss [SERVER...] (default: SERVERS)
 wrk_row() {
-    local row=$1 path=$3 conns=$4 mode=$5 s url before after l2before servers
+    local row=$1 label=$2 path=$3 conns=$4 mode=$5 s url before after l2before
     local rps p50 p99 mean max errors ticks t0 cpu
-    DONE_ROWS+=("$row")
-    LABEL[$row]=$2
     shift 5
-    servers=("$@")
-    ((${#servers[@]})) || servers=("${SERVERS[@]}")
-    ROW_SERVERS[$row]="${servers[*]}"
-    for s in "${servers[@]}"; do
+    begin_row "$row" "$label" "$@"
+    for s in "${ORDER[@]}"; do
         url="${SCHEME[$s]:-http}://127.0.0.1:${PORT[$s]}$path"
         local script=()
         if [[ $mode == miss ]]; then
             script=(-s "$LOAD_DIR/unique.lua")
-            export WRK_PREFIX="/1k/warm-$RUN_ID-$s-"
+            export WRK_PREFIX="/1k/warm-$RUN_ID-$ROUND-$s-"
         else
             # Fill, then make sure the next answer comes from the cache.
             curl -sk -o /dev/null "$url"
@@ -209,7 +299,7 @@ wrk_row() {
         if ((WARMUP > 0)); then
             run_wrk "$WORK/warmup.txt" "$conns" "$WARMUP" "$url" "${script[@]}"
         fi
-        export WRK_PREFIX="/1k/miss-$RUN_ID-$s-"
+        export WRK_PREFIX="/1k/miss-$RUN_ID-$ROUND-$s-"
         before=$(origin_count)
         if [[ -n ${ADMIN[$s]:-} ]]; then l2before=$(l2_counters "$s"); fi
         ticks=$(server_ticks "$s") t0=$(now_ns)
@@ -217,7 +307,7 @@ wrk_row() {
         cpu=$(calc %.0f "100 * ($(server_ticks "$s") - $ticks) / $CLK_TCK / (($(now_ns) - $t0) / 1e9)")
         after=$(origin_count)
         read -r rps p50 p99 mean max errors < <(parse_wrk "$WORK/$row-$s.txt")
-        R[$row,$s,requests]=$(awk '/requests in/ { print $1 }' "$WORK/$row-$s.txt")
+        put "$row" "$s" requests "$(awk '/requests in/ { print $1 }' "$WORK/$row-$s.txt")"
         record "$row" "$s" "$rps" "$p50" "$p99" "$mean" "$max" "$(server_rss "$s")" \
             $((after - before)) "$errors" "$cpu"
         if [[ -n ${ADMIN[$s]:-} ]]; then l2_delta "$row" "$s" "$l2before"; fi
@@ -242,19 +332,15 @@ fire_burst() {
 # BURST requests at once for one uncached URL:
 # burst_row ROW LABEL fresh|expired [SERVER...] (default: SERVERS)
 burst_row() {
-    local row=$1 mode=$3 s target before after json l2before servers
-    DONE_ROWS+=("$row")
-    LABEL[$row]=$2
+    local row=$1 label=$2 mode=$3 s target before after json l2before
     shift 3
-    servers=("$@")
-    ((${#servers[@]})) || servers=("${SERVERS[@]}")
-    ROW_SERVERS[$row]="${servers[*]}"
-    for s in "${servers[@]}"; do
+    begin_row "$row" "$label" "$@"
+    for s in "${ORDER[@]}"; do
         if [[ $mode == fresh ]]; then
-            target="/slow?key=$RUN_ID-$s"
+            target="/slow?key=$RUN_ID-$ROUND-$s"
         else
             # Fill with max-age=1, let it expire, then the burst.
-            target="/slow-expiring?key=$RUN_ID-$s"
+            target="/slow-expiring?key=$RUN_ID-$ROUND-$s"
             curl -s -o /dev/null "http://127.0.0.1:${PORT[$s]}$target"
             sleep 2.5
         fi
@@ -309,48 +395,65 @@ report() {
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- machine: $cpu, $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
     echo "- versions: caching-proxy $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (working tree), $versions"
-    echo "- setup: servers pinned to CPU $CPU_SERVER (caching-proxy --threads 1, nginx 1 worker, Varnish defaults with -s malloc,1G); wrk -t1 and the origin pinned to CPU $CPU_CLIENT; ${DURATION} s per row after ${WARMUP} s of warm-up; coalescing rows: $BURST requests at once; Redis rows: redis-server (no persistence, maxmemory 1gb, allkeys-lru) pinned to CPU $CPU_CLIENT"
+    echo "- setup: servers pinned to CPU $CPU_SERVER (caching-proxy --threads 1, nginx 1 worker, Varnish defaults with -s malloc,1G); wrk -t1 and the origin pinned to CPU $CPU_CLIENT; $ROUNDS round(s) of every row, each row on every server back to back; ${DURATION} s per row after ${WARMUP} s of warm-up; coalescing rows: $BURST requests at once; Redis rows: redis-server (no persistence, maxmemory 1gb, allkeys-lru) pinned to CPU $CPU_CLIENT"
     if want_any "${TLS_ROWS[@]}"; then
         echo "- TLS rows: caching-proxy's TLS listener (rustls) and nginx's \`listen ... ssl http2\` server with the same ECDSA P-256 certificate, in the processes of the rows above; wrk (HTTPS/1.1, keep-alive) and h2load (-t1) on CPU $CPU_CLIENT"
     fi
     echo "- other work on the machine: CPUs $BUSY_BEFORE% busy in the second before the first row, $(cpu_busy)% after the last (servers idle); much above 0 means the rows are noisy"
     echo
-    echo "| row | server | req/s | p50 ms | p99 ms | mean ms | max ms | RSS MiB | CPU % | origin fetches | ours/nginx | ours/Varnish |"
-    echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    echo "| row | server | req/s | req/s min–max | p50 ms | p99 ms | p99 min–max | mean ms | max ms | RSS MiB | CPU % | origin fetches | ours/nginx | ours/Varnish |"
+    echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     for row in "${DONE_ROWS[@]}"; do
         read -ra servers <<<"${ROW_SERVERS[$row]}"
         for s in "${servers[@]}"; do
-            local ratio_n="" ratio_v="" note="" peer
+            local ratio_n="" ratio_v="" note="" fetches
             rps=${R[$row,$s,rps]}
             if [[ -n ${ADMIN[$s]:-} || $s == lb ]]; then
                 # A Redis or load-balancing row: caching-proxy alone, compared in the targets.
                 ratio_n=n/a ratio_v=n/a
             elif [[ $rps != - && -n ${PEER_NGINX[$s]:-} ]]; then
-                peer=${PEER_NGINX[$s]}
-                ratio_n=$(calc "%.2f×" "$rps / ${R[$row,$peer,rps]}")
+                ratio_n=$(ratio_cell "$row" "$s" nginx "${PEER_NGINX[$s]}")
                 # Varnish has no TLS: no Varnish line on the TLS rows.
-                peer=${PEER_VARNISH[$s]:-}
-                if [[ -n $peer ]]; then ratio_v=$(calc "%.2f×" "$rps / ${R[$row,$peer,rps]}"); else ratio_v=n/a; fi
+                ratio_v=$(ratio_cell "$row" "$s" varnish "${PEER_VARNISH[$s]:-}")
             fi
             if ((${R[$row,$s,errors]} > 0)); then note=" (${R[$row,$s,errors]} errors)"; fi
-            local cpu_cell=${R[$row,$s,cpu]}
+            local cpu_cell
+            cpu_cell=$(cell %.0f "${R[$row,$s,cpu]}")
             if noisy "$row" "$s"; then cpu_cell+=" ⚠"; fi
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-                "${LABEL[$row]}" "${NAME[$s]}$note" "$rps" \
+            fetches=$(calc %.0f "${R[$row,$s,fetches]}")
+            if [[ ${R[$row,$s,fetches,min]} != "${R[$row,$s,fetches,max]}" ]]; then
+                fetches+=" (${R[$row,$s,fetches,min]}–${R[$row,$s,fetches,max]})"
+            fi
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+                "${LABEL[$row]}" "${NAME[$s]}$note" "$(cell %.0f "$rps")" "$(spread %.0f "$row" "$s" rps)" \
                 "$(cell %.2f "${R[$row,$s,p50]}")" "$(cell %.2f "${R[$row,$s,p99]}")" \
+                "$(spread %.2f "$row" "$s" p99)" \
                 "$(cell %.2f "${R[$row,$s,mean]}")" "$(cell %.1f "${R[$row,$s,max]}")" \
                 "$(calc %.1f "${R[$row,$s,rss]} / 1024")" "$cpu_cell" \
-                "${R[$row,$s,fetches]}" "$ratio_n" "$ratio_v"
+                "$fetches" "$ratio_n" "$ratio_v"
         done
     done
     echo
+    if ((ROUNDS > 1)); then
+        echo "Every figure is the median over the $ROUNDS rounds (in each round every row ran on each of its"
+        echo "servers back to back, a different server first each round); min–max: the lowest and"
+        echo "highest of the rounds; ratios: of the medians, with the lowest and highest of the"
+        echo "per-round ratios in brackets; errors: summed over the rounds."
+    else
+        echo "One round (ROUNDS=1): each figure is from one run, with no spread; a ratio of one pass is"
+        echo "not a measurement on a shared machine (see benches/README.md)."
+    fi
     echo "req/s ratios: caching-proxy's req/s over the other server's (higher is better)."
     echo "CPU %: the server's CPU time during the row over the row's wall time (100 = all of CPU"
     echo "$CPU_SERVER). Each server is the bottleneck, so it should be near 100; ⚠ marks less than ${MIN_CPU}%:"
     echo "other work on the machine took the CPU (or the load generator fell behind), so the row is"
     echo "not a fair measure: rerun. Origin fetches: requests the origin received during the"
     echo "measured part of the row (0 for a warm HIT row; one per request on the MISS row). RSS:"
-    echo "after the row; nginx's leaves out its cache on tmpfs ($NGINX_SHM_MIB MiB after the MISS row)."
+    echo "after the row; nginx's leaves out its cache on tmpfs ($NGINX_SHM_MIB MiB after the last MISS row)."
+    echo "caching-proxy, default settings: a second instance with the same cache flags but the"
+    echo "default log level (info: one access record per request, JSON on stderr, to a file) and"
+    echo "threads (one per CPU: --threads $(nproc --all), as unpinned on this machine; pinned to CPU"
+    echo "$CPU_SERVER like the others), where the tuned one runs --threads 1 --log-level warn."
     echo "Coalescing rows: latency of each of the $BURST requests from its own write to the last byte"
     echo "of its answer (p50/p99/mean/max over the $BURST)."
     echo "Redis rows (caching-proxy only, n/a: nginx and Varnish have no shared tier): L2 HIT is"
@@ -368,10 +471,34 @@ report() {
     targets
 }
 
-# A wrk row where the server got less than MIN_CPU % of its core: something else ran there.
+# A cell with a figure's spread over the rounds, "min–max": spread FORMAT ROW SERVER FIELD
+# ("-" for a single round or a figure the row's tool does not give).
+spread() {
+    local f=$1 row=$2 s=$3 field=$4
+    if [[ ${R[$row,$s,$field,n]:-0} -le 1 || ${R[$row,$s,$field]} == - ]]; then
+        echo -
+    else
+        echo "$(calc "$f" "${R[$row,$s,$field,min]}")–$(calc "$f" "${R[$row,$s,$field,max]}")"
+    fi
+}
+
+# A ratio cell: caching-proxy's median req/s over the peer's, and the per-round ratios'
+# spread: ratio_cell ROW SERVER nginx|varnish PEER ("n/a" without a peer on the row).
+ratio_cell() {
+    local row=$1 s=$2 kind=$3 peer=$4 out
+    [[ -n $peer && -n ${R[$row,$peer,rps]:-} ]] || { echo n/a; return; }
+    out=$(calc "%.2f×" "${R[$row,$s,rps]} / ${R[$row,$peer,rps]}")
+    if [[ ${R[$row,$s,rps,n]} -gt 1 && -n ${R[$row,$s,ratio_$kind,min]:-} ]]; then
+        out+=" ($(calc %.2f "${R[$row,$s,ratio_$kind,min]}")–$(calc %.2f "${R[$row,$s,ratio_$kind,max]}"))"
+    fi
+    echo "$out"
+}
+
+# A wrk row where the server got less than MIN_CPU % of its core in some round: something
+# else ran there.
 MIN_CPU=${MIN_CPU:-90}
 noisy() {
-    local cpu=${R[$1,$2,cpu]}
+    local cpu=${R[$1,$2,cpu,min]:--}
     [[ $cpu != - ]] && ((cpu < MIN_CPU))
 }
 
@@ -392,29 +519,41 @@ noise_note() {
 # met CONDITION: "met" or "NOT met" for an awk condition.
 met() { awk "BEGIN { exit !($1) }" && echo "met" || echo "**NOT met**"; }
 
+# The issue's targets, on the medians: every row at least nginx's req/s with p99 no worse,
+# the 1 KiB HIT at 1.2× nginx.
 targets() {
-    local o n
+    local o n row factor
     tls_targets
-    ran hit1k64 || return 0
-    o=${R[hit1k64,ours,rps]} n=${R[hit1k64,nginx,rps]}
-    echo "- 1 KiB HIT, 64 connections, ≥ 1.5× nginx req/s with p99 no worse: $(met "$o >= 1.5 * $n && ${R[hit1k64,ours,p99]} <= ${R[hit1k64,nginx,p99]}") ($o vs $n req/s = $(calc %.2f× "$o / $n"); p99 ${R[hit1k64,ours,p99]} vs ${R[hit1k64,nginx,p99]} ms)$(noise_note hit1k64)"
-    local row
-    for row in hit16k64 hit256k64 miss64; do
+    for row in hit1k64 hit16k64 hit256k64 hit1k256 miss64; do
         ran "$row" || continue
+        factor=1
+        [[ $row == hit1k64 ]] && factor=1.2
         o=${R[$row,ours,rps]} n=${R[$row,nginx,rps]}
-        echo "- ${LABEL[$row]} ≥ nginx req/s: $(met "$o >= $n") ($o vs $n req/s = $(calc %.2f× "$o / $n"))$(noise_note "$row")"
+        echo "- ${LABEL[$row]} ≥ $([[ $factor == 1 ]] || echo "$factor× ")nginx req/s with p99 no worse: $(met "$o >= $factor * $n && ${R[$row,ours,p99]} <= ${R[$row,nginx,p99]}") ($(calc %.0f "$o") vs $(calc %.0f "$n") req/s = $(ratio_cell "$row" ours nginx nginx); p99 ${R[$row,ours,p99]} vs ${R[$row,nginx,p99]} ms)$(noise_note "$row")"
     done
     for row in coalesce coalesce_expired; do
         ran "$row" || continue
         o=${R[$row,ours,mean]}
-        echo "- ${LABEL[$row]}: 1 origin fetch, mean within 20 ms of 50 ms: $(met "${R[$row,ours,fetches]} == 1 && $o <= 70") (caching-proxy ${R[$row,ours,fetches]} origin fetch(es), mean $o ms; nginx ${R[$row,nginx,fetches]}, mean ${R[$row,nginx,mean]} ms; Varnish ${R[$row,varnish,fetches]}, mean ${R[$row,varnish,mean]} ms)"
+        echo "- ${LABEL[$row]}: 1 origin fetch, mean within 20 ms of 50 ms: $(met "${R[$row,ours,fetches,min]} == 1 && ${R[$row,ours,fetches,max]} == 1 && $o <= 70") (caching-proxy ${R[$row,ours,fetches]} origin fetch(es), in every round: ${R[$row,ours,fetches,min]}–${R[$row,ours,fetches,max]}, mean $o ms; nginx ${R[$row,nginx,fetches]}, mean ${R[$row,nginx,mean]} ms; Varnish ${R[$row,varnish,fetches]}, mean ${R[$row,varnish,mean]} ms)"
     done
     echo "- Memory (peak RSS ≤ cache size + 32 MiB): measured by benches/load/memory.sh, see benches/results/memory.md"
+    defaults_cost
     redis_targets
     if ran miss64lb && ran miss64; then
         o=${R[miss64lb,lb,rps]} n=${R[miss64,ours,rps]}
         echo "- ${LABEL[miss64lb]}, the load-balancing overhead (no target): $o vs $n req/s with one origin = $(calc %.2f× "$o / $n"); p50 ${R[miss64lb,lb,p50]} vs ${R[miss64,ours,p50]} ms, p99 ${R[miss64lb,lb,p99]} vs ${R[miss64,ours,p99]} ms$({ noise_note miss64lb lb; noise_note miss64 ours; } | sed -n 1p)"
     fi
+}
+
+# What the default settings cost (no target): the default-settings instance beside the tuned
+# one on each row that ran both.
+defaults_cost() {
+    local row o d
+    for row in "${DONE_ROWS[@]}"; do
+        [[ " ${ROW_SERVERS[$row]} " == *" ours_default "* ]] || continue
+        o=${R[$row,ours,rps]} d=${R[$row,ours_default,rps]}
+        echo "- ${LABEL[$row]}, default settings (access log, $(nproc --all) threads) vs tuned (no target): $(calc %.0f "$d") vs $(calc %.0f "$o") req/s = $(calc %.2f× "$d / $o"), $(calc %.2f× "$d / ${R[$row,nginx,rps]}") nginx; p99 ${R[$row,ours_default,p99]} vs ${R[$row,ours,p99]} ms$(noise_note "$row" ours ours_default)"
+    done
 }
 
 # The Redis tier's targets (from the issue): an L2 hit within 2x the memory hit's latency at
@@ -439,6 +578,15 @@ redis_targets() {
     echo "- ${LABEL[$row]}: 1 origin fetch: $(met "${R[$row,shared,fetches]} == 1") (${R[$row,shared,fetches]} origin fetch(es), mean ${R[$row,shared,mean]} ms, p99 ${R[$row,shared,p99]} ms; one caching-proxy, memory backend: ${R[$mem,ours,fetches]}, mean ${R[$mem,ours,mean]} ms, p99 ${R[$mem,ours,p99]} ms)"
 }
 
+# caching-proxy with its default log level and thread count (the main rows' second
+# caching-proxy line). The default thread count is one per CPU the process may use: pinned
+# to one CPU it would be 1, so the machine's count is given, as an unpinned instance with
+# the defaults would have.
+start_default_proxy() {
+    DEFAULT_SETTINGS=1 start_proxy defaults "${PROXY_FLAGS[@]}" --threads "$(nproc --all)"
+    PORT[ours_default]=$PROXY_PORT PID[ours_default]=$PROXY_PID
+}
+
 # caching-proxy in front of two origins in round robin (needs start_origin twice): an upstream
 # group from a config file, no --origin.
 start_lb_proxy() {
@@ -453,6 +601,28 @@ routes:
 EOF
     NO_ORIGIN=1 start_proxy lb "${PROXY_FLAGS[@]}" --config "$WORK/lb.yaml"
     PORT[lb]=$PROXY_PORT PID[lb]=$PROXY_PID
+}
+
+# One round: every row asked for, in order, each on its servers back to back (ids for ROWS).
+run_rows() {
+    # Each Redis row right after the memory row it compares with.
+    want hit1k64 && wrk_row hit1k64 "HIT 1 KiB, 64 conns" /1k 64 hit "${MAIN_SERVERS[@]}"
+    want l2hit1k && wrk_row l2hit1k "L2 HIT 1 KiB, 64 conns" /1k 64 hit l2
+    want l1hit1k && wrk_row l1hit1k "Redis backend, L1 on, HIT 1 KiB, 64 conns" /1k 64 hit l1
+    want hit16k64 && wrk_row hit16k64 "HIT 16 KiB, 64 conns" /16k 64 hit "${MAIN_SERVERS[@]}"
+    want hit256k64 && wrk_row hit256k64 "HIT 256 KiB, 64 conns" /256k 64 hit "${MAIN_SERVERS[@]}"
+    want l2hit256k && wrk_row l2hit256k "L2 HIT 256 KiB, 64 conns" /256k 64 hit l2
+    want hit1k256 && wrk_row hit1k256 "HIT 1 KiB, 256 conns" /1k 256 hit "${MAIN_SERVERS[@]}"
+    want miss64 && wrk_row miss64 "MISS 1 KiB (unique URLs), 64 conns" /1k 64 miss "${MAIN_SERVERS[@]}"
+    want miss64lb && wrk_row miss64lb "MISS 1 KiB (unique URLs), 64 conns, 2 origins round robin" /1k 64 miss lb
+    want coalesce && burst_row coalesce "Coalescing: $BURST at once, uncached /slow (50 ms)" fresh
+    want shared && burst_row shared "3-proxy shared MISS: $BURST at once over 3 proxies, uncached /slow (50 ms)" fresh shared
+    want coalesce_expired && burst_row coalesce_expired "Coalescing: $BURST at once, just-expired /slow-expiring (50 ms)" expired
+    # TLS at the edge: caching-proxy's TLS listener beside nginx's, same certificate.
+    want tlshit1k && wrk_row tlshit1k "HTTPS/1.1 HIT 1 KiB, 64 keep-alive conns" /1k 64 hit ours_tls nginx_tls
+    want h2hit1k && h2load_row h2hit1k "HTTP/2 HIT 1 KiB, 64 conns × 10 streams" /1k 64 10 ours_tls nginx_tls
+    want handshake && handshake_row handshake "New TLS 1.3 handshakes, 1 request each" /1k ours_tls nginx_tls
+    return 0
 }
 
 main() {
@@ -472,6 +642,9 @@ main() {
     PORT[ours]=$PROXY_PORT PID[ours]=$PROXY_PID
     PORT[ours_tls]=${TLS_PORT:-} PID[ours_tls]=$PROXY_PID
     local ours_admin=$PROXY_ADMIN_PORT
+    if want_any hit1k64 hit16k64 hit256k64 hit1k256 miss64; then
+        start_default_proxy
+    fi
     start_nginx
     PORT[nginx]=$NGINX_PORT PID[nginx]=$NGINX_PID
     PORT[nginx_tls]=${NGINX_TLS_PORT:-} PID[nginx_tls]=$NGINX_PID
@@ -491,25 +664,13 @@ main() {
     BUSY_BEFORE=$(cpu_busy)
     log "origins :${ORIGIN_PORTS[*]}, caching-proxy :${PORT[ours]} (admin :$ours_admin, TLS :${TLS_PORT:--}), nginx :$NGINX_PORT (TLS :${NGINX_TLS_PORT:--}), Varnish :${VARNISH_PORT:--}, redis-server :${REDIS_PORT:--}, caching-proxy on Redis: L1 off :${PORT[l2]:--}, L1 on :${PORT[l1]:--}, three :${PORT[shared]:--}, 2 origins round robin :${PORT[lb]:--}; work dir $WORK"
 
-    # Each Redis row right after the memory row it compares with.
-    want hit1k64 && wrk_row hit1k64 "HIT 1 KiB, 64 conns" /1k 64 hit
-    want l2hit1k && wrk_row l2hit1k "L2 HIT 1 KiB, 64 conns" /1k 64 hit l2
-    want l1hit1k && wrk_row l1hit1k "Redis backend, L1 on, HIT 1 KiB, 64 conns" /1k 64 hit l1
-    want hit16k64 && wrk_row hit16k64 "HIT 16 KiB, 64 conns" /16k 64 hit
-    want hit256k64 && wrk_row hit256k64 "HIT 256 KiB, 64 conns" /256k 64 hit
-    want l2hit256k && wrk_row l2hit256k "L2 HIT 256 KiB, 64 conns" /256k 64 hit l2
-    want hit1k256 && wrk_row hit1k256 "HIT 1 KiB, 256 conns" /1k 256 hit
-    want miss64 && wrk_row miss64 "MISS 1 KiB (unique URLs), 64 conns" /1k 64 miss
-    want miss64lb && wrk_row miss64lb "MISS 1 KiB (unique URLs), 64 conns, 2 origins round robin" /1k 64 miss lb
+    for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+        log "round $ROUND of $ROUNDS"
+        run_rows
+    done
     NGINX_SHM_MIB=$(du -sm "$SHM_DIR/nginx-cache" | cut -f1)
-    want coalesce && burst_row coalesce "Coalescing: $BURST at once, uncached /slow (50 ms)" fresh
-    want shared && burst_row shared "3-proxy shared MISS: $BURST at once over 3 proxies, uncached /slow (50 ms)" fresh shared
-    want coalesce_expired && burst_row coalesce_expired "Coalescing: $BURST at once, just-expired /slow-expiring (50 ms)" expired
-    # TLS at the edge: caching-proxy's TLS listener beside nginx's, same certificate.
-    want tlshit1k && wrk_row tlshit1k "HTTPS/1.1 HIT 1 KiB, 64 keep-alive conns" /1k 64 hit ours_tls nginx_tls
-    want h2hit1k && h2load_row h2hit1k "HTTP/2 HIT 1 KiB, 64 conns × 10 streams" /1k 64 10 ours_tls nginx_tls
-    want handshake && handshake_row handshake "New TLS 1.3 handshakes, 1 request each" /1k ours_tls nginx_tls
     ((${#DONE_ROWS[@]})) || die "ROWS=\"$ROW_FILTER\" names no row"
+    summarise
 
     if [[ -n $RESULTS ]]; then
         mkdir -p "$(dirname "$RESULTS")"

@@ -69,13 +69,11 @@ run_h2load() {
 
 # An HTTP/2 HIT row: h2load_row ROW LABEL PATH CONNECTIONS STREAMS SERVER...
 h2load_row() {
-    local row=$1 path=$3 conns=$4 streams=$5 s url before after ticks t0 cpu
+    local row=$1 label=$2 path=$3 conns=$4 streams=$5 s url before after ticks t0 cpu
     local rps ok errors mean max cmean cmax proto
-    DONE_ROWS+=("$row")
-    LABEL[$row]=$2
     shift 5
-    ROW_SERVERS[$row]="$*"
-    for s in "$@"; do
+    begin_row "$row" "$label" "$@"
+    for s in "${ORDER[@]}"; do
         url="https://127.0.0.1:${PORT[$s]}$path"
         curl -sk --http2 -o /dev/null "$url"
         curl -sk --http2 -o /dev/null "$url"
@@ -87,7 +85,7 @@ h2load_row() {
         after=$(origin_count)
         read -r rps ok errors mean max cmean cmax proto < <(parse_h2load "$WORK/$row-$s.txt")
         [[ $proto == TLSv1.3 ]] || log "$row ${NAME[$s]}: negotiated $proto"
-        R[$row,$s,requests]=$ok
+        put "$row" "$s" requests "$ok"
         # h2load gives no percentiles: p50 and p99 are "-".
         record "$row" "$s" "$(calc %.0f "$rps")" - - "$mean" "$max" "$(server_rss "$s")" \
             $((after - before)) "$errors" "$cpu"
@@ -99,13 +97,11 @@ h2load_row() {
 # session resumption: h2load keeps no session cache), one batch after the other. req/s is
 # handshakes per second; mean and max are h2load's "time for connect" (TCP and TLS).
 handshake_row() {
-    local row=$1 path=$3 s url before after ticks t0 cpu end batch wall
+    local row=$1 label=$2 path=$3 s url before after ticks t0 cpu end batch wall cpu_ms
     local rps ok errors mean max cmean cmax proto total failed cmean_sum cmax_all
-    DONE_ROWS+=("$row")
-    LABEL[$row]=$2
     shift 3
-    ROW_SERVERS[$row]="$*"
-    for s in "$@"; do
+    begin_row "$row" "$label" "$@"
+    for s in "${ORDER[@]}"; do
         url="https://127.0.0.1:${PORT[$s]}$path"
         curl -sk -o /dev/null "$url"
         if ((WARMUP > 0)); then
@@ -128,9 +124,10 @@ handshake_row() {
         ticks=$(($(server_ticks "$s") - ticks))
         cpu=$(calc %.0f "100 * $ticks / $CLK_TCK / $wall")
         after=$(origin_count)
-        R[$row,$s,requests]=$total
-        R[$row,$s,cpu_ms]=$(calc %.3f "1000 * $ticks / $CLK_TCK / ($total > 0 ? $total : 1)")
-        log "$row ${NAME[$s]}: $total handshakes in $batch batches of $HANDSHAKE_BATCH, server CPU ${R[$row,$s,cpu_ms]} ms per handshake"
+        cpu_ms=$(calc %.3f "1000 * $ticks / $CLK_TCK / ($total > 0 ? $total : 1)")
+        put "$row" "$s" requests "$total"
+        put "$row" "$s" cpu_ms "$cpu_ms"
+        log "$row ${NAME[$s]}: $total handshakes in $batch batches of $HANDSHAKE_BATCH, server CPU $cpu_ms ms per handshake"
         record "$row" "$s" "$(calc %.0f "$total / $wall")" - - \
             "$(calc %.3f "$cmean_sum / ($total > 0 ? $total : 1)")" "$cmax_all" \
             "$(server_rss "$s")" $((after - before)) "$failed" "$cpu"
@@ -157,7 +154,7 @@ tls_targets() {
     for row in tlshit1k h2hit1k handshake; do
         ran "$row" || continue
         o=${R[$row,ours_tls,rps]} n=${R[$row,nginx_tls,rps]}
-        echo "- ${LABEL[$row]} ≥ nginx: $(met "$o >= $n") ($o vs $n req/s = $(calc %.2f× "$o / $n"))$(noise_note "$row" ours_tls nginx_tls)"
+        echo "- ${LABEL[$row]} ≥ nginx: $(met "$o >= $n") ($(calc %.0f "$o") vs $(calc %.0f "$n") req/s = $(ratio_cell "$row" ours_tls nginx nginx_tls))$(noise_note "$row" ours_tls nginx_tls)"
     done
     if ran handshake; then
         echo "- Server CPU per new TLS 1.3 handshake (with its one request): caching-proxy ${R[handshake,ours_tls,cpu_ms]} ms, nginx ${R[handshake,nginx_tls,cpu_ms]} ms ($(calc %.2f× "${R[handshake,ours_tls,cpu_ms]} / ${R[handshake,nginx_tls,cpu_ms]}"))"
