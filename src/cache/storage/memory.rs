@@ -1,10 +1,11 @@
-//! The embedded in-memory backend: a sharded LRU bounded by bytes and by entries.
+//! The embedded in-memory backend: sharded, bounded by bytes and by entries.
 //!
-//! Each shard is an exact LRU under its own mutex, holding at most its share of the byte and
-//! entry bounds, so the global bounds hold at every instant without a global lock. An entry
-//! is committed only when its body is complete, and room is made for it (least recently used
-//! entries first) in the same critical section that inserts it. All variants of one URL live
-//! in the same shard (sharding is by the primary key), so purging a URL is one shard's work.
+//! Each shard is under its own mutex and holds at most its share of the byte and entry
+//! bounds, so the global bounds hold at every instant without a global lock. An entry is
+//! committed only when its body is complete, and room is made for it (by the shard's
+//! eviction policy, S3-FIFO: see [`shard`]) in the same critical section that inserts it.
+//! All variants of one URL live in the same shard (sharding is by the primary key), so
+//! purging a URL is one shard's work.
 //!
 //! Entries are freed once they are of no more use: past their freshness and stale windows,
 //! plus `stale_retention`, during which an expired entry can still be revalidated with a 304
@@ -14,14 +15,12 @@
 //! [`sweep_expired`]: super::CacheBackend::sweep_expired
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use lru::LruCache;
 use parking_lot::Mutex;
 use pingora_cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
 use pingora_cache::storage::{
@@ -36,11 +35,13 @@ use pingora_http::ResponseHeader;
 use super::{CacheBackend, Usage};
 use crate::cache::partial;
 
+mod shard;
 mod transfer;
+use shard::{Placement, Shard};
 pub use transfer::{Adopted, Exported, Removal};
 
-/// Memory of one entry beyond its body and header fields (map slot, LRU node, entry, the
-/// shared header and its map, allocator overhead), counted against the byte bound so that
+/// Memory of one entry beyond its body and header fields (map slot, queue node, entry, its
+/// key in the ghost list once evicted, the shared header and its map, allocator overhead), counted against the byte bound so that
 /// the bound is on memory, not only on content. Calibrated by the memory run in
 /// `benches/load/memory.sh` (process RSS over entries), rounded up.
 const ENTRY_OVERHEAD: usize = 1024;
@@ -66,6 +67,8 @@ struct Entry {
     body: Bytes,
     weight: usize,
     removable_at: SystemTime,
+    /// Reads since the entry was stored or last went round the main queue (see [`shard`]).
+    freq: u8,
 }
 
 /// A compact copy of `header` that owns its bytes.
@@ -149,66 +152,6 @@ impl StoredMeta {
     }
 }
 
-#[derive(Default)]
-struct Shard {
-    map: Option<LruCache<Key, Entry>>,
-    bytes: usize,
-    /// Primary key -> keys of its variants stored apart from it, so that purging a URL
-    /// does not scan the shard.
-    variants: HashMap<Key, Vec<Key>>,
-}
-
-impl Shard {
-    fn map(&mut self) -> &mut LruCache<Key, Entry> {
-        self.map.get_or_insert_with(LruCache::unbounded)
-    }
-
-    fn put(&mut self, key: Key, entry: Entry) {
-        if key != entry.primary {
-            self.variants.entry(entry.primary).or_default().push(key);
-        }
-        self.bytes += entry.weight;
-        self.map().put(key, entry);
-    }
-
-    fn remove(&mut self, key: &Key) -> Option<Entry> {
-        let entry = self.map().pop(key)?;
-        self.unlink(*key, &entry);
-        Some(entry)
-    }
-
-    fn pop_lru(&mut self) -> Option<Entry> {
-        let (key, entry) = self.map().pop_lru()?;
-        self.unlink(key, &entry);
-        Some(entry)
-    }
-
-    /// Bookkeeping for an entry that left the map.
-    fn unlink(&mut self, key: Key, entry: &Entry) {
-        self.bytes -= entry.weight;
-        if key != entry.primary {
-            if let Some(keys) = self.variants.get_mut(&entry.primary) {
-                keys.retain(|k| *k != key);
-                if keys.is_empty() {
-                    self.variants.remove(&entry.primary);
-                }
-            }
-        }
-    }
-
-    fn clear(&mut self) -> usize {
-        let removed = self.len();
-        self.map = None; // frees the table's memory too, not only its entries
-        self.variants = HashMap::new();
-        self.bytes = 0;
-        removed
-    }
-
-    fn len(&self) -> usize {
-        self.map.as_ref().map_or(0, LruCache::len)
-    }
-}
-
 /// Bounds and retention for [`MemoryStorage`].
 #[derive(Debug, Clone, Copy)]
 pub struct MemoryLimits {
@@ -238,10 +181,14 @@ impl MemoryStorage {
         {
             n /= 2;
         }
+        let (shard_max_bytes, shard_max_entries) =
+            (limits.max_bytes / n, (limits.max_entries / n).max(1));
         MemoryStorage {
-            shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(),
-            shard_max_bytes: limits.max_bytes / n,
-            shard_max_entries: (limits.max_entries / n).max(1),
+            shards: (0..n)
+                .map(|_| Mutex::new(Shard::new(shard_max_bytes, shard_max_entries)))
+                .collect(),
+            shard_max_bytes,
+            shard_max_entries,
             limits,
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
@@ -263,7 +210,7 @@ impl MemoryStorage {
         &self.shards[(primary as usize) & (self.shards.len() - 1)]
     }
 
-    /// Commits an entry, evicting least recently used entries of its shard to make room.
+    /// Commits an entry, evicting entries of its shard to make room.
     fn insert(&self, key: Key, entry: Entry) -> Result<()> {
         if entry.weight > self.shard_max_bytes {
             return Error::e_explain(
@@ -274,15 +221,15 @@ impl MemoryStorage {
         let mut shard = self.shard(entry.primary).lock();
         shard.remove(&key);
         let mut evicted = 0;
-        while shard.bytes + entry.weight > self.shard_max_bytes
+        while shard.bytes() + entry.weight > self.shard_max_bytes
             || shard.len() + 1 > self.shard_max_entries
         {
-            if shard.pop_lru().is_none() {
+            if shard.evict_one().is_none() {
                 break;
             }
             evicted += 1;
         }
-        shard.put(key, entry);
+        shard.insert(key, entry, Placement::New);
         drop(shard);
         if evicted > 0 {
             self.evictions.fetch_add(evicted, Ordering::Relaxed);
@@ -295,7 +242,7 @@ impl MemoryStorage {
         let k = key_of(key.combined_bin());
         let (stored, body) = {
             let mut shard = self.shard(key_of(key.primary_bin())).lock();
-            match shard.map().get(&k) {
+            match shard.get(&k) {
                 None => return None,
                 Some(e) if e.removable_at <= SystemTime::now() => {
                     shard.remove(&k);
@@ -345,6 +292,7 @@ impl MemoryStorage {
                 body,
                 weight,
                 removable_at,
+                freq: 0,
             },
         )?;
         Ok(weight)
@@ -438,31 +386,21 @@ impl Storage for MemoryStorage {
         let removable_at = stored.removable_at(self.limits.stale_retention);
         let k = key_of(key.combined_bin());
         let mut shard = self.shard(key_of(key.primary_bin())).lock();
-        let Some(entry) = shard.map().get_mut(&k) else {
+        let Some(mut entry) = shard.remove(&k) else {
             return Ok(false);
         };
-        let old_weight = entry.weight;
         entry.weight = entry.body.len() + stored.weight() + ENTRY_OVERHEAD;
         entry.meta = stored;
         entry.removable_at = removable_at;
-        let new_weight = entry.weight;
-        shard.bytes = shard.bytes - old_weight + new_weight;
-        // New headers can be larger than the old ones: restore the bound, sparing this entry.
-        while shard.bytes > self.shard_max_bytes {
-            let Some((lru_key, _)) = shard.map().peek_lru() else {
+        // New headers can be larger than the old ones: restore the bound around this entry,
+        // which goes back in as just used.
+        while shard.bytes() + entry.weight > self.shard_max_bytes {
+            if shard.evict_one().is_none() {
                 break;
-            };
-            if *lru_key == k {
-                shard.map().promote(&k);
-                if shard.len() == 1 {
-                    break;
-                }
-                continue;
             }
-            let lru_key = *lru_key;
-            shard.remove(&lru_key);
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
+        shard.insert(k, entry, Placement::Used);
         Ok(true)
     }
 
@@ -506,7 +444,7 @@ impl CacheBackend for MemoryStorage {
         for shard in self.shards.iter() {
             let shard = shard.lock();
             usage.entries += shard.len() as u64;
-            usage.bytes += shard.bytes as u64;
+            usage.bytes += shard.bytes() as u64;
         }
         usage
     }
@@ -517,7 +455,6 @@ impl CacheBackend for MemoryStorage {
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
             let expired: Vec<Key> = shard
-                .map()
                 .iter()
                 .filter(|(_, e)| e.removable_at <= now)
                 .map(|(k, _)| *k)
@@ -727,12 +664,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn entry_bound_evicts_least_recently_used() {
+    async fn entry_bound_evicts_entries_not_read_first() {
         let s = MemoryStorage::new_static(limits(1 << 20, 3));
         for url in ["a", "b", "c"] {
             put(s, url, b"x").await.unwrap();
         }
-        assert!(get(s, "a").await.is_some()); // "b" is now the least recently used
+        // Read twice: "a" moves on to the main queue, "b" is the oldest one-off entry.
+        assert!(get(s, "a").await.is_some());
+        assert!(get(s, "a").await.is_some());
         put(s, "d", b"x").await.unwrap();
         assert!(get(s, "b").await.is_none());
         for url in ["a", "c", "d"] {

@@ -23,7 +23,7 @@ use pingora_cache::key::HashBinary;
 use pingora_cache::CacheMeta;
 use tokio::sync::mpsc;
 
-use super::{key_of, Entry, Key, MemoryStorage, StoredMeta, ENTRY_OVERHEAD};
+use super::{key_of, Entry, Key, MemoryStorage, Placement, StoredMeta, ENTRY_OVERHEAD};
 
 /// A removal another process holding copies of these entries must repeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,17 +119,14 @@ impl MemoryStorage {
         rx
     }
 
-    /// Keys of every entry, most recently used first across shards (each shard's order,
-    /// interleaved), for [`export`](Self::export) in batches. The shards are locked one at
-    /// a time, only to copy keys.
+    /// Keys of every entry, the most valuable first across shards (each shard's order,
+    /// interleaved: see `Shard::keys_by_value`), for [`export`](Self::export) in batches.
+    /// The shards are locked one at a time, only to copy keys.
     pub fn export_order(&self) -> Vec<(usize, Key)> {
         let per_shard: Vec<Vec<Key>> = self
             .shards
             .iter()
-            .map(|s| {
-                let mut shard = s.lock();
-                shard.map().iter().map(|(k, _)| *k).collect()
-            })
+            .map(|s| s.lock().keys_by_value())
             .collect();
         let longest = per_shard.iter().map(Vec::len).max().unwrap_or(0);
         let mut order = Vec::with_capacity(per_shard.iter().map(Vec::len).sum());
@@ -150,8 +147,8 @@ impl MemoryStorage {
         keys.iter()
             .filter_map(|(shard, k)| {
                 let (meta, body, primary) = {
-                    let mut shard = self.shards[*shard].lock();
-                    let e = shard.map().peek(k)?;
+                    let shard = self.shards[*shard].lock();
+                    let e = shard.peek(k)?;
                     if e.removable_at <= now {
                         return None;
                     }
@@ -180,8 +177,8 @@ impl MemoryStorage {
     }
 
     /// Stores an entry handed over by another process, behind everything stored here (it
-    /// arrives in most-recently-used order, after what this process stored itself) and only
-    /// if it fits without evicting anything.
+    /// arrives most valuable first, after what this process stored itself: each one goes to
+    /// the end of the main queue) and only if it fits without evicting anything.
     pub fn adopt(
         &self,
         primary: HashBinary,
@@ -203,23 +200,22 @@ impl MemoryStorage {
         if self.transfers.buried(primary) {
             return Adopted::Dropped;
         }
-        if shard.map().contains(&key) {
+        if shard.contains(&key) {
             return Adopted::Present;
         }
-        if shard.bytes + weight > self.shard_max_bytes || shard.len() + 1 > self.shard_max_entries {
+        if shard.bytes() + weight > self.shard_max_bytes || shard.len() + 1 > self.shard_max_entries
+        {
             return Adopted::Full;
         }
-        shard.put(
-            key,
-            Entry {
-                primary,
-                meta,
-                body,
-                weight,
-                removable_at,
-            },
-        );
-        shard.map().demote(&key);
+        let entry = Entry {
+            primary,
+            meta,
+            body,
+            weight,
+            removable_at,
+            freq: 0,
+        };
+        shard.insert(key, entry, Placement::Adopted);
         Adopted::Stored
     }
 }
@@ -278,17 +274,21 @@ mod tests {
     }
 
     #[test]
-    fn exports_most_recently_used_first_and_skips_useless_entries() {
-        let s = storage(300);
+    fn exports_the_main_queue_first_and_skips_useless_entries() {
+        let s = storage(3);
         for p in ["/a", "/b", "/c"] {
             put(&s, p);
         }
-        s.get(&key("/a")); // now the most recently used
+        // Read twice: /a moves to the main queue when /d makes room (and /b, never read,
+        // is evicted).
+        s.get(&key("/a"));
+        s.get(&key("/a"));
+        put(&s, "/d");
+        // Stored (evicting /c, the oldest one-off entry) but of no more use.
         let expired = meta(Duration::ZERO);
         s.put(&key("/gone"), &expired, Bytes::from_static(b"/gone"))
             .ok();
-        let paths = exported_paths(&s);
-        assert_eq!(paths, ["/a", "/c", "/b"], "MRU first");
+        assert_eq!(exported_paths(&s), ["/a", "/d"]);
     }
 
     #[test]
@@ -297,9 +297,11 @@ mod tests {
         for i in 0..10 {
             put(&old, &format!("/{i}"));
         }
-        // The new process is smaller and already stored /live itself.
+        // The new process is smaller and already stored /live itself, and served it twice.
         let new = storage(4);
         put(&new, "/live");
+        new.get(&key("/live"));
+        new.get(&key("/live"));
         new.begin_adoption();
         let mut outcomes = Vec::new();
         for e in old.export(&old.export_order()) {
@@ -310,8 +312,8 @@ mod tests {
             outcomes.iter().filter(|o| **o == Adopted::Stored).count(),
             3
         );
-        // Adopted entries sit behind the one this process stored, oldest last: a new entry
-        // evicts the oldest adopted one (/7), not /live.
+        // Adopted entries sit at the end of the main queue, oldest last: a new entry evicts
+        // the oldest adopted one (/7), not /live, which moves on to the main queue.
         put(&new, "/fresh");
         for kept in ["/live", "/fresh", "/9", "/8"] {
             assert!(new.get(&key(kept)).is_some(), "{kept} kept");
