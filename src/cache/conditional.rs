@@ -30,13 +30,11 @@ pub fn not_modified(req: &RequestHeader, resp: &ResponseHeader) -> bool {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_http_date)
     };
-    match (
-        date(&req.headers, IF_MODIFIED_SINCE),
-        date(&resp.headers, DATE),
-    ) {
-        (Some(since), Some(date)) => since >= date,
-        _ => false,
-    }
+    // The stored Date is parsed only for a request that asks: every hit comes here.
+    let Some(since) = date(&req.headers, IF_MODIFIED_SINCE) else {
+        return false;
+    };
+    date(&resp.headers, DATE).is_some_and(|date| since >= date)
 }
 
 #[cfg(test)]

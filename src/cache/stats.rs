@@ -27,7 +27,12 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    pub fn as_str(self) -> &'static str {
+    /// The `X-Cache` value, made at compile time (no parsing or copy per response).
+    pub fn header_value(self) -> http::HeaderValue {
+        http::HeaderValue::from_static(self.as_str())
+    }
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",
             CacheStatus::Miss => "MISS",

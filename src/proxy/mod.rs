@@ -197,7 +197,7 @@ impl Proxy {
     fn own_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx, from_origin: bool) {
         if self.security_headers {
             for (name, value) in SECURITY_HEADERS {
-                if !from_origin || !resp.headers.contains_key(name) {
+                if !from_origin || !resp.headers.contains_key(&name) {
                     let _ = resp.insert_header(name, value);
                 }
             }
@@ -238,7 +238,7 @@ impl Proxy {
         let _ = resp.insert_header(header::CONTENT_TYPE, "application/json");
         let _ = resp.insert_header(header::CONTENT_LENGTH, len);
         let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
-        let _ = resp.insert_header(X_CACHE, ctx.own_response_status().as_str());
+        let _ = resp.insert_header(X_CACHE, ctx.own_response_status().header_value());
         self.own_headers(&mut resp, ctx, false);
         resp
     }
@@ -429,7 +429,7 @@ impl ProxyHttp for Proxy {
         }
         if let Some(mut resp) = self.edge.redirect(&ctx.conn, req) {
             ctx.cache_status = Some(CacheStatus::Bypass);
-            let _ = resp.insert_header(X_CACHE, CacheStatus::Bypass.as_str());
+            let _ = resp.insert_header(X_CACHE, CacheStatus::Bypass.header_value());
             self.own_headers(&mut resp, ctx, false);
             session.write_response_header(Box::new(resp), true).await?;
             return Ok(true);
@@ -449,7 +449,7 @@ impl ProxyHttp for Proxy {
         match cors::decide(&self.cors, req) {
             CorsDecision::Preflight(origin) => {
                 let mut resp = cors::preflight_response(&self.cors, &origin, req);
-                let _ = resp.insert_header(X_CACHE, CacheStatus::Bypass.as_str());
+                let _ = resp.insert_header(X_CACHE, CacheStatus::Bypass.header_value());
                 self.own_headers(&mut resp, ctx, false);
                 ctx.cache_status = Some(CacheStatus::Bypass);
                 session.write_response_header(Box::new(resp), true).await?;
@@ -808,7 +808,7 @@ impl ProxyHttp for Proxy {
         // Counted before the response leaves, so a client that reads the stats right after
         // a response sees it counted.
         self.cache.stats.record(status);
-        upstream_response.insert_header(X_CACHE, status.as_str())?;
+        upstream_response.insert_header(X_CACHE, status.header_value())?;
         // Targeted fields of the operator's own are this cache's instructions alone.
         for field in self.cache.policy.targets.private_fields() {
             upstream_response.remove_header(field);
