@@ -9,6 +9,7 @@
 //! | `/1k`, `/16k`, `/256k` | a body of 1 KiB, 16 KiB, 256 KiB; `public, max-age=300` |
 //! | `/slow` | 1 KiB after 50 ms; `public, max-age=300` |
 //! | `/slow-expiring` | 1 KiB after 50 ms; `public, max-age=1` |
+//! | `/1k-vary` | 1 KiB, `public, max-age=300`, `Vary: X-Variant` (the memory run's Vary workload) |
 //! | `/__stats` | the counts as JSON, not counted, `no-store` |
 //! | anything else | 404, `no-store` |
 //!
@@ -32,12 +33,21 @@ use tokio::net::{TcpListener, TcpStream};
 const SLOW_DELAY: Duration = Duration::from_millis(50);
 
 /// Routes, in the order of [`Counts::paths`].
-const ROUTES: [&str; 5] = ["/1k", "/16k", "/256k", "/slow", "/slow-expiring"];
+const ROUTES: [&str; 6] = [
+    "/1k",
+    "/16k",
+    "/256k",
+    "/slow",
+    "/slow-expiring",
+    "/1k-vary",
+];
 
 #[derive(Clone, Copy, PartialEq)]
 enum Route {
     Body(usize),
     Slow(usize),
+    /// 1 KiB, varying on `X-Variant`.
+    Vary(usize),
     Stats,
     NotFound,
 }
@@ -51,6 +61,7 @@ fn route(target: &str) -> Route {
         "256k" => Route::Body(2),
         "slow" => Route::Slow(3),
         "slow-expiring" => Route::Slow(4),
+        "1k-vary" => Route::Vary(5),
         "__stats" => Route::Stats,
         _ => Route::NotFound,
     }
@@ -60,7 +71,7 @@ fn route(target: &str) -> Route {
 #[derive(Default)]
 struct Counts {
     total: u64,
-    paths: [u64; 5],
+    paths: [u64; 6],
     /// Per URL, for the slow routes only (the others see millions of distinct URLs).
     urls: BTreeMap<String, u64>,
 }
@@ -130,11 +141,24 @@ fn write_response(
     body: &[u8],
     req: &Request,
 ) {
+    write_response_with(out, status, cache_control, content_type, "", body, req)
+}
+
+/// The same, with `extra` header lines (each ending in CRLF).
+fn write_response_with(
+    out: &mut Vec<u8>,
+    status: &str,
+    cache_control: &str,
+    content_type: &str,
+    extra: &str,
+    body: &[u8],
+    req: &Request,
+) {
     let date = httpdate::fmt_http_date(SystemTime::now());
     out.extend_from_slice(
         format!(
             "HTTP/1.1 {status}\r\nDate: {date}\r\nContent-Type: {content_type}\r\n\
-             Cache-Control: {cache_control}\r\nContent-Length: {}\r\n{}\r\n",
+             Cache-Control: {cache_control}\r\n{extra}Content-Length: {}\r\n{}\r\n",
             body.len(),
             if req.close {
                 "Connection: close\r\n"
@@ -205,6 +229,22 @@ async fn serve(
                     b"",
                     &req,
                 ),
+                Route::Vary(i) => {
+                    {
+                        let mut c = counts.borrow_mut();
+                        c.total += 1;
+                        c.paths[i] += 1;
+                    }
+                    write_response_with(
+                        &mut out,
+                        "200 OK",
+                        "public, max-age=300",
+                        "application/octet-stream",
+                        "Vary: X-Variant\r\n",
+                        &bodies.sizes[0],
+                        &req,
+                    );
+                }
                 Route::Body(i) | Route::Slow(i) => {
                     {
                         let mut c = counts.borrow_mut();
