@@ -231,8 +231,8 @@ pub fn decode(value: Bytes) -> Result<EntryHead, DecodeError> {
         let name = http::HeaderName::from_bytes(&name)
             .map_err(|_| DecodeError::Malformed("field name"))?;
         // A view of the value, checked like any field value: no copy per field. It keeps the
-        // Redis value alive only while this meta lives; the memory tier stores detached
-        // copies (see memory storage's `detached`).
+        // Redis value alive only while this meta lives; the memory tier stores compact
+        // copies (see memory storage's `CompactHeader`).
         let value = http::HeaderValue::from_maybe_shared(value)
             .map_err(|_| DecodeError::Malformed("field value"))?;
         header

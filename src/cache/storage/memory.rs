@@ -16,9 +16,10 @@
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::{CacheBackend, Usage};
+use crate::cache::partial;
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -30,24 +31,28 @@ use pingora_cache::storage::{
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheEntryKey, CacheKey, CacheMeta};
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
 
-use super::{CacheBackend, Usage};
-use crate::cache::partial;
-
+mod compact;
 mod shard;
 mod transfer;
+use compact::CompactHeader;
 use shard::{Placement, Shard};
 pub use transfer::{Adopted, Exported, Removal};
 
-/// Memory of one entry beyond its body and header fields (map slot, queue node, entry, its
-/// key in the ghost list once evicted, the shared header and its map, allocator overhead), counted against the byte bound so that
-/// the bound is on memory, not only on content. Calibrated by the memory run in
-/// `benches/load/memory.sh` (process RSS over entries), rounded up.
-const ENTRY_OVERHEAD: usize = 1024;
-/// Per header field, beyond its name and value bytes: the header map's bucket and the
-/// value's own allocation.
-const HEADER_FIELD_OVERHEAD: usize = 112;
+/// Memory of one entry beyond its body and its header's bytes (queue node with the entry,
+/// map slot, its key in the ghost list once evicted, the shared-buffer records that the
+/// first hit adds to the body and the header, allocator overhead), counted against the byte
+/// bound so that the bound is on memory, not only on content. Calibrated by the memory run
+/// in `benches/load/memory.sh` (process RSS over entries, glibc malloc: 577 bytes beside 96
+/// of header), rounded up.
+const ENTRY_OVERHEAD: usize = 512;
+/// An entry stored apart from its URL's primary key (a Vary variant, a partial entry) also
+/// has a place in its shard's variant index: its key in the URL's list, and its share of the
+/// list and of the list's map slot (all of them for a URL's only variant). Calibrated by the
+/// memory run's Vary workload, where a little over a third of the entries are variants (the
+/// first response of a URL, and any fetched before it was stored, take the primary slot) and
+/// the whole workload measured 739 bytes per entry by RSS: the rest of that, per variant.
+const VARIANT_OVERHEAD: usize = 512;
 const MAX_SHARDS: usize = 16;
 /// A shard holds at least this many objects of the largest cacheable size, so that the
 /// capacity a shard cannot use (less than one object) stays a small part of it.
@@ -71,28 +76,9 @@ struct Entry {
     freq: u8,
 }
 
-/// A compact copy of `header` that owns its bytes.
-///
-/// Pingora parses an origin's header into values that are views of its read buffer, so
-/// storing the header as parsed would keep that whole buffer (several KiB, body bytes
-/// included) alive for as long as the entry: measured at about 5 KiB per 1 KiB entry. The
-/// copy also leaves out the map that preserves the case of header names (it would double
-/// the header's memory): names are sent in their canonical case when served from the cache.
-fn detached(header: &ResponseHeader) -> ResponseHeader {
-    let mut copy = ResponseHeader::build_no_case(header.status, Some(header.headers.len()))
-        .expect("a parsed status is valid");
-    copy.set_version(header.version);
-    let _ = copy.set_reason_phrase(header.get_reason_phrase());
-    for (name, value) in header.headers.iter() {
-        let value = http::HeaderValue::from_bytes(value.as_bytes()).expect("valid already");
-        let _ = copy.append_header(name.clone(), value);
-    }
-    copy
-}
-
-/// A [`CacheMeta`] kept as its parts. A hit rebuilds the meta from them, which costs one
-/// header clone; deserializing a stored meta would decompress and parse the header on every
-/// hit. (Fields Pingora does not persist, such as extensions, are not kept either.)
+/// A [`CacheMeta`] kept as its parts, the header compact (see [`compact`]). A hit rebuilds
+/// the meta from them; deserializing a stored meta would decompress and parse the header on
+/// every hit. (Fields Pingora does not persist, such as extensions, are not kept either.)
 #[derive(Clone)]
 pub(super) struct StoredMeta {
     fresh_until: SystemTime,
@@ -102,7 +88,7 @@ pub(super) struct StoredMeta {
     stale_while_revalidate_sec: u32,
     stale_if_error_sec: u32,
     variance: Option<HashBinary>,
-    header: Arc<ResponseHeader>,
+    header: CompactHeader,
 }
 
 impl StoredMeta {
@@ -114,7 +100,7 @@ impl StoredMeta {
             stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
             stale_if_error_sec: meta.stale_if_error_sec(),
             variance: meta.variance(),
-            header: Arc::new(detached(meta.response_header())),
+            header: CompactHeader::new(meta.response_header()),
         }
     }
 
@@ -124,7 +110,7 @@ impl StoredMeta {
             self.created,
             self.stale_while_revalidate_sec,
             self.stale_if_error_sec,
-            ResponseHeader::clone(&self.header),
+            self.header.to_header(),
         );
         meta.set_epoch_override(self.epoch);
         if let Some(variance) = self.variance {
@@ -140,15 +126,9 @@ impl StoredMeta {
         self.fresh_until + Duration::from_secs(stale_secs.into()) + stale_retention
     }
 
-    /// Memory held by the header, estimated.
+    /// Memory held by the header beyond the entry itself.
     fn weight(&self) -> usize {
-        let fields: usize = self
-            .header
-            .headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + HEADER_FIELD_OVERHEAD)
-            .sum();
-        fields + std::mem::size_of::<ResponseHeader>()
+        self.header.heap_bytes()
     }
 }
 
@@ -282,12 +262,13 @@ impl MemoryStorage {
                 "body exceeds cache max object size",
             );
         }
-        let weight = body.len() + meta.weight() + ENTRY_OVERHEAD;
+        let (k, primary) = (key_of(key.combined_bin()), key_of(key.primary_bin()));
+        let weight = entry_weight(body.len(), &meta, k != primary);
         let removable_at = meta.removable_at(self.limits.stale_retention);
         self.insert(
-            key_of(key.combined_bin()),
+            k,
             Entry {
-                primary: key_of(key.primary_bin()),
+                primary,
                 meta,
                 body,
                 weight,
@@ -317,6 +298,12 @@ impl MemoryStorage {
         self.transfers.removed(Removal::Url(primary.to_be_bytes()));
         removed
     }
+}
+
+/// What an entry counts against the byte bound: its body, its header's bytes, and the
+/// memory around them (see [`ENTRY_OVERHEAD`] and [`VARIANT_OVERHEAD`]).
+fn entry_weight(body: usize, meta: &StoredMeta, variant: bool) -> usize {
+    body + meta.weight() + ENTRY_OVERHEAD + if variant { VARIANT_OVERHEAD } else { 0 }
 }
 
 /// The key a purge targets; `None` for an identified entry (no backend here assigns IDs).
@@ -389,7 +376,7 @@ impl Storage for MemoryStorage {
         let Some(mut entry) = shard.remove(&k) else {
             return Ok(false);
         };
-        entry.weight = entry.body.len() + stored.weight() + ENTRY_OVERHEAD;
+        entry.weight = entry_weight(entry.body.len(), &stored, k != entry.primary);
         entry.meta = stored;
         entry.removable_at = removable_at;
         // New headers can be larger than the old ones: restore the bound around this entry,
@@ -607,6 +594,7 @@ impl HandleHit for MemoryHit {
 mod tests {
     use super::*;
     use pingora_cache::trace::Span;
+    use pingora_http::ResponseHeader;
 
     fn limits(max_bytes: usize, max_entries: usize) -> MemoryLimits {
         MemoryLimits {
@@ -788,34 +776,6 @@ mod tests {
         assert_eq!(hit.read_body().await.unwrap().unwrap(), "234");
         assert!(hit.read_body().await.unwrap().is_none());
         assert!(hit.seek(10, None).is_err());
-    }
-
-    #[test]
-    fn detached_header_keeps_fields_and_status() {
-        let buffer = bytes::Bytes::from_static(b"X-Origin-Case: kept");
-        let mut h = ResponseHeader::build(404, None).unwrap();
-        h.set_reason_phrase(Some("Gone Fishing")).unwrap();
-        h.append_header(
-            buffer.slice(0..13),
-            http::HeaderValue::from_maybe_shared(buffer.slice(15..)).unwrap(),
-        )
-        .unwrap();
-        h.append_header("vary", "a").unwrap();
-        h.append_header("vary", "b").unwrap();
-        h.append_header("content-type", "text/plain").unwrap();
-        let d = detached(&h);
-        assert_eq!(d.status, 404);
-        assert_eq!(d.get_reason_phrase(), Some("Gone Fishing"));
-        assert_eq!(d.headers["x-origin-case"], "kept");
-        assert_eq!(d.headers.get_all("vary").iter().count(), 2);
-        let mut wire = Vec::new();
-        d.header_to_h1_wire(&mut wire);
-        let wire = String::from_utf8_lossy(&wire);
-        assert!(wire.contains("x-origin-case: kept"), "{wire}");
-        assert!(
-            wire.contains("Content-Type: text/plain"),
-            "canonical case: {wire}"
-        );
     }
 
     #[tokio::test]

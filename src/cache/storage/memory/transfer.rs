@@ -23,7 +23,7 @@ use pingora_cache::key::HashBinary;
 use pingora_cache::CacheMeta;
 use tokio::sync::mpsc;
 
-use super::{key_of, Entry, Key, MemoryStorage, Placement, StoredMeta, ENTRY_OVERHEAD};
+use super::{entry_weight, key_of, Entry, Key, MemoryStorage, Placement, StoredMeta};
 
 /// A removal another process holding copies of these entries must repeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,8 +194,8 @@ impl MemoryStorage {
         if removable_at <= SystemTime::now() {
             return Adopted::Dropped;
         }
-        let weight = body.len() + meta.weight() + ENTRY_OVERHEAD;
         let (primary, key) = (key_of(primary), key_of(combined));
+        let weight = entry_weight(body.len(), &meta, key != primary);
         let mut shard = self.shard(primary).lock();
         if self.transfers.buried(primary) {
             return Adopted::Dropped;
