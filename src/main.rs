@@ -6,6 +6,13 @@ use caching_proxy::config::{Cli, Config};
 use caching_proxy::lifecycle::reload;
 use caching_proxy::{clear_cache, logging, server};
 
+/// mimalloc instead of glibc's malloc: a cache hit allocates and frees a few dozen small
+/// objects (header maps, values, futures), and the cache's churn of entries fragments
+/// glibc's heap. Measured: about 10% fewer instructions per hit and 11% less memory per
+/// cached entry, for about 15 MiB more at start (see benches/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     reload::remember_invocation();
     let cli = Cli::try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());

@@ -43,16 +43,16 @@ pub use transfer::{Adopted, Exported, Removal};
 /// map slot, its key in the ghost list once evicted, the shared-buffer records that the
 /// first hit adds to the body and the header, allocator overhead), counted against the byte
 /// bound so that the bound is on memory, not only on content. Calibrated by the memory run
-/// in `benches/load/memory.sh` (process RSS over entries, glibc malloc: 577 bytes beside 96
-/// of header), rounded up.
-const ENTRY_OVERHEAD: usize = 512;
+/// in `benches/load/memory.sh` (process RSS over entries with the binary's allocator,
+/// mimalloc: 514 bytes beside 96 of header), rounded up.
+const ENTRY_OVERHEAD: usize = 448;
 /// An entry stored apart from its URL's primary key (a Vary variant, a partial entry) also
 /// has a place in its shard's variant index: its key in the URL's list, and its share of the
 /// list and of the list's map slot (all of them for a URL's only variant). Calibrated by the
 /// memory run's Vary workload, where a little over a third of the entries are variants (the
 /// first response of a URL, and any fetched before it was stored, take the primary slot) and
-/// the whole workload measured 739 bytes per entry by RSS: the rest of that, per variant.
-const VARIANT_OVERHEAD: usize = 512;
+/// the whole workload measured 643 bytes per entry by RSS: the rest of that, per variant.
+const VARIANT_OVERHEAD: usize = 320;
 const MAX_SHARDS: usize = 16;
 /// A shard holds at least this many objects of the largest cacheable size, so that the
 /// capacity a shard cannot use (less than one object) stays a small part of it.
