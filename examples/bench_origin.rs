@@ -6,7 +6,7 @@
 //!
 //! | path (any `/suffix` or `?query` too) | answer |
 //! |---|---|
-//! | `/1k`, `/16k`, `/256k` | a body of 1 KiB, 16 KiB, 256 KiB; `public, max-age=300` |
+//! | `/1k`, `/16k`, `/64k`, `/256k` | a body of 1 KiB, 16 KiB, 64 KiB, 256 KiB; `public, max-age=300` |
 //! | `/slow` | 1 KiB after 50 ms; `public, max-age=300` |
 //! | `/slow-expiring` | 1 KiB after 50 ms; `public, max-age=1` |
 //! | `/__stats` | the counts as JSON, not counted, `no-store` |
@@ -32,7 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 const SLOW_DELAY: Duration = Duration::from_millis(50);
 
 /// Routes, in the order of [`Counts::paths`].
-const ROUTES: [&str; 5] = ["/1k", "/16k", "/256k", "/slow", "/slow-expiring"];
+const ROUTES: [&str; 6] = ["/1k", "/16k", "/256k", "/slow", "/slow-expiring", "/64k"];
 
 #[derive(Clone, Copy, PartialEq)]
 enum Route {
@@ -49,6 +49,7 @@ fn route(target: &str) -> Route {
         "1k" => Route::Body(0),
         "16k" => Route::Body(1),
         "256k" => Route::Body(2),
+        "64k" => Route::Body(5),
         "slow" => Route::Slow(3),
         "slow-expiring" => Route::Slow(4),
         "__stats" => Route::Stats,
@@ -60,7 +61,7 @@ fn route(target: &str) -> Route {
 #[derive(Default)]
 struct Counts {
     total: u64,
-    paths: [u64; 5],
+    paths: [u64; 6],
     /// Per URL, for the slow routes only (the others see millions of distinct URLs).
     urls: BTreeMap<String, u64>,
 }
@@ -77,7 +78,8 @@ impl Counts {
 }
 
 struct Bodies {
-    sizes: [Vec<u8>; 3],
+    /// By route index; the slow routes (3, 4) use `slow`.
+    sizes: [Vec<u8>; 6],
     slow: Vec<u8>,
 }
 
@@ -277,7 +279,7 @@ fn main() -> io::Result<()> {
         println!("bench_origin listening on {}", listener.local_addr()?);
         let counts = Rc::new(RefCell::new(Counts::default()));
         let bodies = Rc::new(Bodies {
-            sizes: [1024, 16 * 1024, 256 * 1024].map(|n| vec![b'x'; n]),
+            sizes: [1024, 16 * 1024, 256 * 1024, 0, 0, 64 * 1024].map(|n| vec![b'x'; n]),
             slow: vec![b's'; 1024],
         });
         loop {

@@ -160,7 +160,7 @@ start_origin() {
 # Starts caching-proxy in front of the origin: start_proxy NAME [extra flags...]. NAME keeps
 # each instance's log ($WORK/NAME.log), pid file and upgrade socket apart. Sets PROXY_PORT,
 # PROXY_ADMIN_PORT, PROXY_PID. With NO_ORIGIN=1 there is no --origin: the extra flags give a
-# config file with the proxy's upstreams and routes.
+# config file with the proxy's upstreams and routes. BENCH_LOG_LEVEL: its log level (warn).
 start_proxy() {
     local name=$1 origin=(--origin "http://127.0.0.1:$ORIGIN_PORT")
     shift
@@ -170,7 +170,7 @@ start_proxy() {
         --host 127.0.0.1 --port "$PROXY_PORT" \
         --admin-host 127.0.0.1 --admin-port "$PROXY_ADMIN_PORT" \
         "${origin[@]}" \
-        --threads 1 --log-level warn \
+        --threads 1 --log-level "${BENCH_LOG_LEVEL:-warn}" \
         --pid-file "$WORK/$name.pid" --upgrade-sock "$WORK/$name.sock" \
         "$@"
     PROXY_PID=$LAST_PID
