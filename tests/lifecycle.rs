@@ -210,22 +210,11 @@ fn upgrade_with_the_redis_tier_starts_warm() {
     assert_eq!(get(&old.url("/warm")).x_cache(), "MISS");
     assert_eq!(get(&old.url("/warm")).x_cache(), "HIT");
 
-    let new = Proxy::spawn_upgrade(
-        ProxyBuilder::upgrade_of(&old, &origin.url())
-            .redis(&redis.url())
-            .args(&["--handover-timeout", "0"])
-            .grace_period("1s"),
-    );
-    let sock = old.state_dir().join("upgrade.sock");
-    wait_until(
-        "the new process's upgrade socket",
-        Duration::from_secs(10),
-        || sock.exists(),
-    );
-    old.signal("QUIT");
-    let new = new.join().expect("the new process became ready");
-    let mut old = old;
-    assert!(old.wait_exit(Duration::from_secs(20)).is_some());
+    let builder = ProxyBuilder::upgrade_of(&old, &origin.url())
+        .redis(&redis.url())
+        .args(&["--handover-timeout", "0"])
+        .grace_period("1s");
+    let (new, _old) = old.upgrade_to(builder);
 
     let first = get(&new.url("/warm"));
     assert_eq!(first.x_cache(), "HIT", "the new process's first request");
