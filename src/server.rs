@@ -22,7 +22,7 @@ use crate::cache::storage::TierService;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::lifecycle::handover::{self, HandoverService};
-use crate::proxy::Proxy;
+use crate::proxy::{limits, Proxy};
 use crate::routes::Router;
 use crate::upstream::Upstreams;
 use crate::{logging, metrics};
@@ -93,6 +93,12 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         Proxy::new(config, cache.clone(), probe.clone(), router.clone()),
         "caching-proxy",
     );
+    if let Some(app) = proxy.app_logic_mut() {
+        app.server_options = Some(limits::server_options(
+            &config.limits,
+            config.security_headers,
+        ));
+    }
     proxy.add_tcp(&config.listen.to_string());
 
     let admin_app = AdminApp::new(

@@ -1,6 +1,9 @@
 //! The proxy: Pingora's `ProxyHttp` phases for one request, in the order they run.
 //!
 //! ```text
+//! early_request_filter     request limits: target, header fields, declared body
+//!                          (414/431/413, `limits`; Pingora's own refusals and the
+//!                          header timeout are answered by `limits::server_options`)
 //! request_filter           readiness probe; request ID; Host; route (404 NO_ROUTE);
 //!                          PURGE; CORS preflight
 //! request_cache_filter     GET/HEAD on a caching route, no upgrade: enable the cache
@@ -25,6 +28,7 @@
 //!                          X-Request-Id, security headers, CORS,
 //!                          route header rules; Connection: close while draining
 //! fail_to_proxy            any failure above: one JSON error (502, 504, ...)
+//! request_body_filter      a body over limits.max_body_bytes as it arrives: 413
 //! fail_to_connect,         origin errors counted by kind; retried on another
 //!   error_while_proxy      server of the group (see `retry`)
 //! response_body_filter     collects a POST response to be stored
@@ -36,6 +40,7 @@
 
 pub mod cors;
 pub mod hop_by_hop;
+pub mod limits;
 pub mod post_reuse;
 
 use std::sync::Arc;
@@ -63,7 +68,7 @@ use crate::cache::{
     HitDecision, RequestDirectives,
 };
 use crate::config::routing::Selection;
-use crate::config::{Config, CorsConfig, UpstreamConfig};
+use crate::config::{Config, CorsConfig, LimitsConfig, UpstreamConfig};
 use crate::error::{json_body, ErrorKind};
 use crate::headers::{self, SECURITY_HEADERS, X_CACHE, X_REQUEST_ID};
 use crate::logging::{self, AccessRecord};
@@ -89,6 +94,7 @@ pub struct Proxy {
     /// The cache has a shared tier, whose fill locks a fetch must end (see `logging`).
     shared_tier: bool,
     router: Arc<Router>,
+    limits: LimitsConfig,
 }
 
 /// Per-request state carried across the phases.
@@ -123,6 +129,7 @@ pub struct RequestCtx {
     failed: Vec<Backend>,
     /// A POST response being collected to be stored for GETs of its URL.
     post_store: Option<PendingStore>,
+    limits: limits::RequestLimits,
 }
 
 impl RequestCtx {
@@ -139,7 +146,9 @@ impl RequestCtx {
 
 impl Proxy {
     pub fn new(config: &Config, cache: Arc<Cache>, probe: ProbeToken, router: Arc<Router>) -> Self {
+        limits::init_metrics();
         Proxy {
+            limits: config.limits.clone(),
             router,
             shared_tier: cache.backend.l2_status().is_some(),
             cache,
@@ -335,7 +344,32 @@ impl ProxyHttp for Proxy {
             server: None,
             failed: Vec::new(),
             post_store: None,
+            limits: limits::RequestLimits::default(),
         }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        limits::check_request(&self.limits, session, &mut ctx.limits, &mut ctx.request_id)
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (state, id) = (&mut ctx.limits, ctx.request_id.as_str());
+        limits::check_body(&self.limits, session, body.as_ref(), state, id)
+    }
+
+    /// A refusal of `limits` is logged there, once, as a client's mistake.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _e: &Error) -> bool {
+        ctx.limits.refused()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

@@ -82,6 +82,22 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Parses one HTTP/1.1 response as `raw` returns it (a body up to the end of the text).
+pub fn parse_response(text: &str) -> Option<Response> {
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Some(Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
+}
+
 /// How a request on a kept-alive connection failed.
 #[derive(Debug)]
 enum Failure {

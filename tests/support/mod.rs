@@ -8,7 +8,7 @@ pub mod origin;
 pub mod proxy;
 pub mod redis;
 
-pub use client::{get, raw, request, Response};
+pub use client::{get, parse_response, raw, request, Response};
 pub use origin::{Failure, Origin, Recorded, Reply, TestPki};
 pub use proxy::{free_port, Proxy, ProxyBuilder};
 pub use redis::{RedisCluster, RedisServer};

@@ -100,6 +100,9 @@ struct State {
     handler: Box<Handler>,
     stopped: std::sync::atomic::AtomicBool,
     requests: Mutex<Vec<Recorded>>,
+    /// Connections accepted (requests the origin could not parse are not recorded, but their
+    /// connection is counted).
+    connections: AtomicUsize,
     /// Server names clients asked for in TLS handshakes, one per connection.
     sni: Mutex<Vec<String>>,
 }
@@ -168,6 +171,7 @@ impl Origin {
                     break; // drops the listener: connections are refused from now on
                 }
                 let Ok(stream) = stream else { continue };
+                s.connections.fetch_add(1, Ordering::SeqCst);
                 let (s, per_connection) = (s.clone(), per_connection.clone());
                 thread::spawn(move || per_connection(stream, &s));
             }
@@ -256,6 +260,11 @@ impl Origin {
         self.state.requests.lock().unwrap().clone()
     }
 
+    /// How many connections were accepted.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
     /// How many requests arrived in all.
     pub fn hits(&self) -> usize {
         self.state.requests.lock().unwrap().len()
@@ -278,6 +287,7 @@ fn new_state(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Ar
         handler: Box::new(handler),
         stopped: std::sync::atomic::AtomicBool::new(false),
         requests: Mutex::new(Vec::new()),
+        connections: AtomicUsize::new(0),
         sni: Mutex::new(Vec::new()),
     })
 }

@@ -244,6 +244,16 @@ impl Proxy {
         super::get(&self.admin_url("/cache/stats")).json()
     }
 
+    /// The value of one series of `/metrics`, written as exposed (`name{label="value"}`);
+    /// 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = super::get(&self.admin_url("/metrics")).body;
+        text.lines()
+            .filter_map(|line| line.rsplit_once(' '))
+            .find(|(name, _)| *name == series)
+            .map_or(0.0, |(_, value)| value.parse().unwrap())
+    }
+
     /// Waits until the cache holds `n` entries: a miss is committed to the cache as its
     /// last body bytes go out, so a client can see the response slightly before it is stored.
     pub fn wait_stored(&self, n: u64) {
