@@ -94,6 +94,33 @@ impl Reply {
     }
 }
 
+/// Holds back origin answers until a test lets them go: a handler calls [`Gate::wait`],
+/// the test [`Gate::open`]s it once what it wants to observe has happened (instead of an
+/// origin delay that hopes to be long enough).
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Blocks until the gate is open (60 s at most, so that a failing test still ends).
+    pub fn wait(&self) {
+        let (open, changed) = &*self.0;
+        let guard = open.lock().unwrap();
+        let _ = changed
+            .wait_timeout_while(guard, Duration::from_secs(60), |open| !*open)
+            .unwrap();
+    }
+
+    pub fn open(&self) {
+        let (open, changed) = &*self.0;
+        *open.lock().unwrap() = true;
+        changed.notify_all();
+    }
+}
+
 type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
 
 struct State {
