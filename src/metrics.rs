@@ -64,6 +64,18 @@ pub static RELOADS: Lazy<IntCounterVec> = Lazy::new(|| {
     .expect("register")
 });
 
+/// `caching_proxy_requests_rejected_total{reason}`: requests the proxy refused itself for a
+/// `limits.*` bound or because they could not be parsed (`proxy::limits::Reason`, which
+/// creates every label value at start-up).
+pub static REQUESTS_REJECTED: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "caching_proxy_requests_rejected_total",
+        "Requests refused by the proxy itself, by reason: uri_too_long, header_too_large, headers_too_large, too_many_headers, body_too_large, header_timeout, malformed.",
+        &["reason"]
+    )
+    .expect("register")
+});
+
 pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     let m = Metrics {
         requests: register_int_counter_vec!(

@@ -5,6 +5,7 @@
 //! anything listens; a bad value is a [`ConfigError`] naming the setting, the value, where it
 //! came from and what is allowed. Nothing downstream re-parses strings.
 
+pub mod limits;
 pub mod routing;
 pub mod sources;
 pub mod tls;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use http::Uri;
 use log::LevelFilter;
 
+pub use limits::LimitsConfig;
 pub use routing::Routing;
 use sources::{lookup, RawSettings, Sourced};
 pub use sources::{Cli, Source};
@@ -80,6 +82,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// Upstream groups and the routes to them (`--origin` is one of each).
     pub routing: Routing,
+    /// Bounds on client requests, answered by the proxy itself.
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +302,14 @@ impl Config {
                         "l1_max_bytes": redis.l1_max_bytes,
                     }),
                 },
+            },
+            "limits": {
+                "max_header_bytes": self.limits.max_header_bytes,
+                "max_headers_bytes": self.limits.max_headers_bytes,
+                "max_header_count": self.limits.max_header_count,
+                "max_uri_bytes": self.limits.max_uri_bytes,
+                "max_body_bytes": self.limits.max_body_bytes.unwrap_or(0),
+                "client_header_timeout_ms": self.limits.client_header_timeout.as_millis() as u64,
             },
             "cors": self.cors.enabled,
             "security_headers": self.security_headers,
@@ -791,6 +803,7 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
         admin,
         server,
         routing: Routing::default(),
+        limits: limits::resolve(r)?,
     })
 }
 
