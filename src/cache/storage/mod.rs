@@ -6,6 +6,7 @@
 //! manager is used.
 
 pub mod entry;
+pub mod inflight;
 pub mod memory;
 pub mod redis;
 pub mod tiered;

@@ -40,7 +40,8 @@ use pingora_core::services::background::BackgroundService;
 use pingora_error::{Error, ErrorType, Result};
 use tokio::sync::{watch, Notify};
 
-use super::memory::{compact_key, BodyBuffer, MemoryHit, MemoryStorage, StoredMeta};
+use super::inflight::{BodyBuffer, InflightBudget, ReserveIn};
+use super::memory::{compact_key, MemoryHit, MemoryStorage, StoredMeta};
 use super::redis::{Event, RedisTier, Unavailable, HEALTH_INTERVAL};
 use super::{CacheBackend, L2Status, Usage};
 use crate::metrics::REDIS_METRICS;
@@ -55,6 +56,8 @@ pub struct TieredStorage {
     l2: RedisTier,
     stale_retention: Duration,
     max_object_bytes: usize,
+    /// Bodies being stored, without an in-process tier (with one, they are reserved there).
+    inflight: InflightBudget,
     /// How long a fill lock is held at most, and how long others wait behind it.
     lock_hold: Duration,
     /// Fill locks this instance holds: primary key -> (token, taken at).
@@ -70,6 +73,7 @@ impl TieredStorage {
         l2: RedisTier,
         stale_retention: Duration,
         max_object_bytes: usize,
+        max_inflight_bytes: usize,
         lock_hold: Duration,
     ) -> Self {
         TieredStorage {
@@ -77,6 +81,7 @@ impl TieredStorage {
             l2,
             stale_retention,
             max_object_bytes,
+            inflight: InflightBudget::new(max_inflight_bytes),
             lock_hold,
             held: Mutex::new(HashMap::new()),
             waits: Mutex::new(HashMap::new()),
@@ -282,7 +287,13 @@ impl Storage for TieredStorage {
             tier: self,
             key: key.clone(),
             meta: StoredMeta::new(meta),
-            body: BodyBuffer::new(self.max_object_bytes),
+            body: BodyBuffer::new(
+                self.max_object_bytes,
+                match self.l1 {
+                    Some(l1) => ReserveIn::Memory(l1, key.primary_bin()),
+                    None => ReserveIn::Budget(&self.inflight),
+                },
+            ),
         }))
     }
 
@@ -421,7 +432,7 @@ impl HandleMiss for TieredMiss {
             meta,
             body,
         } = *self;
-        let body = body.finish();
+        let body = body.finish()?;
         let weight = body.len();
         if let Some(l1) = tier.l1 {
             if let Err(e) = l1.put_stored(&key, meta.clone(), body.clone()) {
