@@ -119,6 +119,8 @@ pub struct CacheConfig {
     pub max_bytes: usize,
     pub max_entries: usize,
     pub max_object_bytes: usize,
+    /// `cache.max_inflight_size`, when set; see [`CacheConfig::max_inflight_bytes`].
+    pub max_inflight_size: Option<usize>,
     pub lock_timeout: Duration,
     pub stale_retention: Duration,
     pub heuristic_fraction: f64,
@@ -132,6 +134,21 @@ pub struct CacheConfig {
     pub purge: bool,
     /// Where entries live: this process only, or a shared Redis tier behind it.
     pub backend: BackendConfig,
+}
+
+/// Without an in-process tier (Redis only), bodies being stored get this budget by default.
+const INFLIGHT_WITHOUT_MEMORY_TIER: usize = 16 << 20;
+
+impl CacheConfig {
+    /// The cap on bodies being stored at once: `cache.max_inflight_size`, else a quarter of
+    /// the in-process tier's bound `tier_bytes` (16 MiB without one). Within that bound:
+    /// bodies in flight and stored entries share it.
+    pub fn max_inflight_bytes(&self, tier_bytes: usize) -> usize {
+        self.max_inflight_size.unwrap_or(match tier_bytes {
+            0 => INFLIGHT_WITHOUT_MEMORY_TIER,
+            n => n / 4,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -289,6 +306,10 @@ impl Config {
                 "max_bytes": c.max_bytes,
                 "max_entries": c.max_entries,
                 "max_object_bytes": c.max_object_bytes,
+                "max_inflight_bytes": c.max_inflight_bytes(match &c.backend {
+                    BackendConfig::Memory => c.max_bytes,
+                    BackendConfig::Redis(redis) => redis.l1_max_bytes,
+                }),
                 "stale_if_error_s": c.stale_if_error.as_secs(),
                 "targeted_cache_control": c.targeted_cache_control.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
                 "heuristic_fraction": c.heuristic_fraction,
@@ -455,6 +476,7 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
         max_bytes,
         max_entries: r.get("cache.max_entries", 100_000, count)?,
         max_object_bytes: r.get("cache.max_object_size", (8 << 20).min(max_bytes), size)?,
+        max_inflight_size: r.optional("cache.max_inflight_size", size)?,
         lock_timeout: r.get(
             "cache.lock_timeout",
             Duration::from_secs(10),
@@ -641,6 +663,41 @@ mod tests {
             );
             assert!(!text.contains("app@"), "{text}");
         }
+    }
+
+    #[test]
+    fn inflight_budget_defaults_to_a_quarter_of_the_in_process_tier() {
+        let c = load(&[
+            "--origin",
+            "http://127.0.0.1:9000",
+            "--cache-max-bytes",
+            "64MiB",
+        ])
+        .unwrap();
+        assert_eq!(c.cache.max_inflight_bytes(c.cache.max_bytes), 16 << 20);
+        assert_eq!(
+            c.cache.max_inflight_bytes(0),
+            16 << 20,
+            "no in-process tier"
+        );
+        let set = load(&[
+            "--origin",
+            "http://127.0.0.1:9000",
+            "--cache-max-inflight-bytes",
+            "8MiB",
+        ])
+        .unwrap();
+        assert_eq!(set.cache.max_inflight_bytes(set.cache.max_bytes), 8 << 20);
+        let bad = load(&[
+            "--origin",
+            "http://127.0.0.1:9000",
+            "--cache-max-inflight-bytes",
+            "0",
+        ]);
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .starts_with("cache.max_inflight_size: \"0\" is not a size"));
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("cache.max_size", "cache-max-bytes", "PROXY_CACHE_MAX_BYTES", Kind::Value, "Upper bound on cached bytes, headers included [default: 256MiB]"),
     setting("cache.max_entries", "cache-size", "PROXY_CACHE_SIZE", Kind::Value, "Upper bound on cached entries [default: 100000]"),
     setting("cache.max_object_size", "cache-max-object-size", "PROXY_CACHE_MAX_OBJECT_SIZE", Kind::Value, "Largest response body that is cached [default: 8MiB, at most cache.max_size]"),
+    setting("cache.max_inflight_size", "cache-max-inflight-bytes", "PROXY_CACHE_MAX_INFLIGHT_BYTES", Kind::Value, "Cap on the bytes of responses being stored at once, within the cache's bound; past it a response is served but not stored [default: a quarter of cache.max_size (of cache.redis.l1_max_size with redis)]"),
     setting("cache.lock_timeout", "cache-lock-timeout", "PROXY_CACHE_LOCK_TIMEOUT", Kind::Value, "How long concurrent requests for one uncached URL wait for the first fetch [default: 10s]"),
     setting("cache.stale_retention", "cache-stale-retention", "PROXY_CACHE_STALE_RETENTION", Kind::Value, "How long an expired entry is kept for revalidation and max-stale requests [default: 10m]"),
     setting("cache.heuristic_fraction", "cache-heuristic-fraction", "PROXY_CACHE_HEURISTIC_FRACTION", Kind::Value, "Freshness from Last-Modified: this fraction of the time since it; 0 = off [default: 0.1]"),

@@ -484,6 +484,7 @@ mod tests {
             max_entries: 300,
             max_object_bytes: 4 << 20,
             stale_retention: Duration::ZERO,
+            max_inflight_bytes: usize::MAX,
         };
         let old = MemoryStorage::new_static(limits);
         let new = MemoryStorage::new_static(limits);

@@ -33,6 +33,7 @@ use pingora_cache::{CacheEntryKey, CacheKey, CacheMeta};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 
+use super::inflight::{BodyBuffer, InflightBudget, ReserveIn};
 use super::{CacheBackend, Usage};
 use crate::cache::partial;
 
@@ -153,6 +154,9 @@ impl StoredMeta {
 struct Shard {
     map: Option<LruCache<Key, Entry>>,
     bytes: usize,
+    /// Bytes reserved for bodies being stored into this shard (see `inflight`): part of the
+    /// shard's bound like its entries.
+    reserved: usize,
     /// Primary key -> keys of its variants stored apart from it, so that purging a URL
     /// does not scan the shard.
     variants: HashMap<Key, Vec<Key>>,
@@ -200,7 +204,7 @@ impl Shard {
         let removed = self.len();
         self.map = None; // frees the table's memory too, not only its entries
         self.variants = HashMap::new();
-        self.bytes = 0;
+        self.bytes = 0; // reservations stay: their bodies are still arriving
         removed
     }
 
@@ -216,6 +220,9 @@ pub struct MemoryLimits {
     pub max_entries: usize,
     pub max_object_bytes: usize,
     pub stale_retention: Duration,
+    /// Cap on the bytes of bodies being stored at once (`cache.max_inflight_size`), counted
+    /// within `max_bytes`.
+    pub max_inflight_bytes: usize,
 }
 
 pub struct MemoryStorage {
@@ -226,6 +233,7 @@ pub struct MemoryStorage {
     evictions: AtomicU64,
     expirations: AtomicU64,
     transfers: transfer::Transfers,
+    inflight: InflightBudget,
 }
 
 impl MemoryStorage {
@@ -246,6 +254,7 @@ impl MemoryStorage {
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
             transfers: transfer::Transfers::default(),
+            inflight: InflightBudget::new(limits.max_inflight_bytes),
         }
     }
 
@@ -274,7 +283,7 @@ impl MemoryStorage {
         let mut shard = self.shard(entry.primary).lock();
         shard.remove(&key);
         let mut evicted = 0;
-        while shard.bytes + entry.weight > self.shard_max_bytes
+        while shard.bytes + shard.reserved + entry.weight > self.shard_max_bytes
             || shard.len() + 1 > self.shard_max_entries
         {
             if shard.pop_lru().is_none() {
@@ -282,12 +291,59 @@ impl MemoryStorage {
             }
             evicted += 1;
         }
+        if shard.bytes + shard.reserved + entry.weight > self.shard_max_bytes {
+            // Only bodies still being stored are left, and they hold the room.
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "no room beside the bodies being stored",
+            );
+        }
         shard.put(key, entry);
         drop(shard);
         if evicted > 0 {
             self.evictions.fetch_add(evicted, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Reserves `n` bytes for a body being stored under `primary`: in the in-flight budget,
+    /// and in the shard's bound, evicting least recently used entries to make room. False
+    /// when either is full.
+    pub(super) fn reserve(&self, primary: &HashBinary, n: usize) -> bool {
+        if !self.inflight.try_reserve(n) {
+            return false;
+        }
+        let mut shard = self.shard(key_of(*primary)).lock();
+        let mut evicted = 0;
+        while shard.bytes + shard.reserved + n > self.shard_max_bytes {
+            if shard.pop_lru().is_none() {
+                break;
+            }
+            evicted += 1;
+        }
+        let fits = shard.bytes + shard.reserved + n <= self.shard_max_bytes;
+        if fits {
+            shard.reserved += n;
+        }
+        drop(shard);
+        if evicted > 0 {
+            self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        }
+        if !fits {
+            self.inflight.release(n);
+        }
+        fits
+    }
+
+    /// Gives back what [`reserve`](Self::reserve) took.
+    pub(super) fn release(&self, primary: &HashBinary, n: usize) {
+        self.shard(key_of(*primary)).lock().reserved -= n;
+        self.inflight.release(n);
+    }
+
+    /// Bytes reserved right now for bodies being stored.
+    pub fn inflight_bytes(&self) -> usize {
+        self.inflight.reserved()
     }
 
     /// The entry stored under `key`, if it can still be used.
@@ -404,7 +460,10 @@ impl Storage for MemoryStorage {
             storage: self,
             key: partial::storage_key(key, meta),
             meta: StoredMeta::new(meta),
-            body: BodyBuffer::new(self.limits.max_object_bytes),
+            body: BodyBuffer::new(
+                self.limits.max_object_bytes,
+                ReserveIn::Memory(self, key.primary_bin()),
+            ),
         }))
     }
 
@@ -448,7 +507,7 @@ impl Storage for MemoryStorage {
         let new_weight = entry.weight;
         shard.bytes = shard.bytes - old_weight + new_weight;
         // New headers can be larger than the old ones: restore the bound, sparing this entry.
-        while shard.bytes > self.shard_max_bytes {
+        while shard.bytes + shard.reserved > self.shard_max_bytes {
             let Some((lru_key, _)) = shard.map().peek_lru() else {
                 break;
             };
@@ -539,50 +598,6 @@ struct MemoryMiss {
     body: BodyBuffer,
 }
 
-/// A body as it arrives, bounded by the largest cacheable object.
-pub(super) struct BodyBuffer {
-    chunks: Vec<Bytes>,
-    len: usize,
-    max: usize,
-}
-
-impl BodyBuffer {
-    pub(super) fn new(max: usize) -> Self {
-        BodyBuffer {
-            chunks: Vec::new(),
-            len: 0,
-            max,
-        }
-    }
-
-    /// Adds a chunk; an error once the body exceeds the bound (Pingora then stops filling
-    /// the cache and keeps serving the client).
-    pub(super) fn push(&mut self, data: Bytes) -> Result<()> {
-        self.len += data.len();
-        if self.len > self.max {
-            self.chunks.clear();
-            return Error::e_explain(
-                ErrorType::InternalError,
-                "body exceeds cache max object size",
-            );
-        }
-        if !data.is_empty() {
-            self.chunks.push(data);
-        }
-        Ok(())
-    }
-
-    /// One exactly sized copy: upstream chunks may be views into larger read buffers, which
-    /// would otherwise stay alive and escape the byte accounting.
-    pub(super) fn finish(self) -> Bytes {
-        let mut body = Vec::with_capacity(self.len);
-        for chunk in &self.chunks {
-            body.extend_from_slice(chunk);
-        }
-        body.into()
-    }
-}
-
 #[async_trait]
 impl HandleMiss for MemoryMiss {
     async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
@@ -592,7 +607,7 @@ impl HandleMiss for MemoryMiss {
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
         let weight = self
             .storage
-            .put_stored(&self.key, self.meta, self.body.finish())?;
+            .put_stored(&self.key, self.meta, self.body.finish()?)?;
         Ok(MissFinishType::Created(weight))
     }
 }
@@ -677,6 +692,7 @@ mod tests {
             max_entries,
             max_object_bytes: max_bytes.min(1 << 20),
             stale_retention: Duration::ZERO,
+            max_inflight_bytes: usize::MAX,
         }
     }
 
@@ -913,6 +929,7 @@ mod tests {
             max_entries: 100_000,
             max_object_bytes: 8 << 20,
             stale_retention: Duration::ZERO,
+            max_inflight_bytes: usize::MAX,
         });
         assert_eq!(s.shards.len(), 4);
         assert!(s.shard_max_bytes >= 4 * (8 << 20));

@@ -243,6 +243,7 @@ mod tests {
             max_entries,
             max_object_bytes: 1 << 20,
             stale_retention: Duration::ZERO,
+            max_inflight_bytes: usize::MAX,
         })
     }
 
