@@ -20,7 +20,8 @@
 //!                          (Upgrade kept for upgrades); route header rules  |
 //! upstream_response_filter hop-by-hop out, Date in, HTTP/1.1; 304 fields   |
 //! response_cache_filter    store or not, and for how long (cache::policy)   |
-//! should_serve_stale       stale-while-revalidate / stale-if-error          |
+//! should_serve_stale       stale-while-revalidate / stale-if-error (after an|
+//!                          origin failure: Connection: close, its last one) |
 //!   |                                                                       |
 //! response_filter          X-Cache, counters, invalidation after unsafe  <--+
 //!                          methods, POST responses for later GETs
@@ -518,7 +519,7 @@ impl ProxyHttp for Proxy {
 
     fn should_serve_stale(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
         error: Option<&Error>,
     ) -> bool {
@@ -526,6 +527,11 @@ impl ProxyHttp for Proxy {
         let serve =
             !ctx.directives.no_cache && error.is_none_or(|e| e.esource() == &ErrorSource::Upstream);
         ctx.served_stale |= serve;
+        if serve && error.is_some() {
+            // Pingora drops the client's connection after a stale response served for an
+            // origin failure: say so, or the client's next request on it is lost.
+            session.set_keepalive(None);
+        }
         serve
     }
 
