@@ -244,3 +244,30 @@ fn invalid_origin_response_gives_502_origin_bad_response() {
         "and again: nothing was stored"
     );
 }
+
+/// A stale response served because the origin failed is the connection's last: Pingora drops
+/// the client's connection after it, so the response must say `Connection: close`, or the
+/// client's next request on that connection (a POST, which it must not resend) is lost.
+#[test]
+fn stale_served_on_an_origin_failure_closes_the_connection_cleanly() {
+    use support::client::KeepAlive;
+    use support::Failure;
+    let origin = Origin::sequence(vec![
+        Reply::ok("good").header("cache-control", "max-age=1, stale-if-error=60"),
+        Reply::fail(Failure::Reset),
+        Reply::ok("posted"),
+    ]);
+    let proxy = Proxy::start(&origin.url());
+    let mut client = KeepAlive::new(proxy.addr());
+    assert_eq!(client.get("/s").unwrap(), (200, b"good".to_vec()));
+    // Waiting out the 1 s lifetime is the behaviour under test.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        client.get("/s").unwrap(),
+        (200, b"good".to_vec()),
+        "served stale"
+    );
+    let posted = client.post("/p", b"x");
+    assert_eq!(posted, Ok((200, b"posted".to_vec())), "the POST after it");
+    assert_eq!(client.retries, 0);
+}

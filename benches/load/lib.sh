@@ -58,6 +58,8 @@ cleanup() {
         done
         wait 2>/dev/null || true
     fi
+    # KEEP_WORK=DIR keeps the run's files (logs, the soak's request records) for a look.
+    if [[ -n ${KEEP_WORK:-} ]]; then rm -rf "$KEEP_WORK" && cp -r "$WORK" "$KEEP_WORK"; fi
     rm -rf "$WORK"
     if [[ -n $SHM_DIR ]]; then rm -rf "$SHM_DIR"; fi
     exit "$rc"

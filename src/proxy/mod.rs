@@ -27,7 +27,8 @@
 //!                          a 206 joined to the stored part (`partial`)      |
 //! upstream_response_body_filter  the stored part in front (`partial`)      |
 //! response_cache_filter    store or not, and for how long (cache::policy)   |
-//! should_serve_stale       stale-while-revalidate / stale-if-error          |
+//! should_serve_stale       stale-while-revalidate / stale-if-error (after an|
+//!                          origin failure: Connection: close, its last one) |
 //!   |                                                                       |
 //! response_filter          X-Cache, counters, invalidation after unsafe  <--+
 //!                          methods, POST responses for later GETs
@@ -617,7 +618,7 @@ impl ProxyHttp for Proxy {
 
     fn should_serve_stale(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
         error: Option<&Error>,
     ) -> bool {
@@ -625,6 +626,11 @@ impl ProxyHttp for Proxy {
         let serve =
             !ctx.directives.no_cache && error.is_none_or(|e| e.esource() == &ErrorSource::Upstream);
         ctx.served_stale |= serve;
+        if serve && error.is_some() {
+            // Pingora drops the client's connection after a stale response served for an
+            // origin failure: say so, or the client's next request on it is lost.
+            session.set_keepalive(None);
+        }
         serve
     }
 
