@@ -54,6 +54,7 @@ fn benches(c: &mut Criterion) {
         max_entries: 100_000,
         max_object_bytes: 1 << 20,
         stale_retention: Duration::ZERO,
+        max_inflight_bytes: 16 << 20,
     });
     let body = Bytes::from(vec![b'x'; 1024]);
     fill(storage, &rt, "hit", &body);
@@ -77,6 +78,7 @@ fn benches(c: &mut Criterion) {
         max_entries: 100_000,
         max_object_bytes: 64 << 10,
         stale_retention: Duration::ZERO,
+        max_inflight_bytes: 256 << 10,
     });
     let mut i = 0u64;
     c.bench_function("insert 1 KiB with eviction", |b| {

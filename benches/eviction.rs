@@ -159,6 +159,7 @@ impl Storage {
                 max_entries: entries,
                 max_object_bytes: 1024,
                 stale_retention: Duration::ZERO,
+                max_inflight_bytes: usize::MAX,
             }),
             key: CacheKey::new(Vec::new(), ""),
             meta: CacheMeta::new(now + Duration::from_secs(1 << 20), now, 0, 0, header),

@@ -6,7 +6,7 @@
 //!
 //! | path (any `/suffix` or `?query` too) | answer |
 //! |---|---|
-//! | `/1k`, `/16k`, `/256k` | a body of 1 KiB, 16 KiB, 256 KiB; `public, max-age=300` |
+//! | `/1k`, `/16k`, `/64k`, `/256k`, `/8m` | a body of 1 KiB, 16 KiB, 64 KiB, 256 KiB, 8 MiB; `public, max-age=300` |
 //! | `/slow` | 1 KiB after 50 ms; `public, max-age=300` |
 //! | `/slow-expiring` | 1 KiB after 50 ms; `public, max-age=1` |
 //! | `/1k-vary` | 1 KiB, `public, max-age=300`, `Vary: X-Variant` (the memory run's Vary workload) |
@@ -33,14 +33,18 @@ use tokio::net::{TcpListener, TcpStream};
 const SLOW_DELAY: Duration = Duration::from_millis(50);
 
 /// Routes, in the order of [`Counts::paths`].
-const ROUTES: [&str; 6] = [
+const ROUTES: [&str; 8] = [
     "/1k",
     "/16k",
     "/256k",
     "/slow",
     "/slow-expiring",
+    "/8m",
+    "/64k",
     "/1k-vary",
 ];
+/// The route of the 8 MiB body (the memory run's in-flight case).
+const BIG: usize = 5;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Route {
@@ -59,9 +63,11 @@ fn route(target: &str) -> Route {
         "1k" => Route::Body(0),
         "16k" => Route::Body(1),
         "256k" => Route::Body(2),
+        "64k" => Route::Body(6),
         "slow" => Route::Slow(3),
         "slow-expiring" => Route::Slow(4),
-        "1k-vary" => Route::Vary(5),
+        "8m" => Route::Body(BIG),
+        "1k-vary" => Route::Vary(7),
         "__stats" => Route::Stats,
         _ => Route::NotFound,
     }
@@ -71,7 +77,7 @@ fn route(target: &str) -> Route {
 #[derive(Default)]
 struct Counts {
     total: u64,
-    paths: [u64; 6],
+    paths: [u64; 8],
     /// Per URL, for the slow routes only (the others see millions of distinct URLs).
     urls: BTreeMap<String, u64>,
 }
@@ -88,7 +94,9 @@ impl Counts {
 }
 
 struct Bodies {
-    sizes: [Vec<u8>; 3],
+    /// By route index (the slow routes and `BIG` have bodies of their own).
+    sizes: [Vec<u8>; 7],
+    big: Vec<u8>,
     slow: Vec<u8>,
 }
 
@@ -255,6 +263,7 @@ async fn serve(
                         }
                     }
                     let (body, cache_control) = match route {
+                        Route::Body(BIG) => (&bodies.big, "public, max-age=300"),
                         Route::Body(i) => (&bodies.sizes[i], "public, max-age=300"),
                         _ => {
                             // Answers already prepared go first, so that pipelined
@@ -272,14 +281,37 @@ async fn serve(
                             (&bodies.slow, cc)
                         }
                     };
-                    write_response(
-                        &mut out,
-                        "200 OK",
-                        cache_control,
-                        "application/octet-stream",
-                        body,
-                        &req,
-                    );
+                    if route == Route::Body(BIG) && !req.head {
+                        // Written from the shared body, not copied per response: a hundred
+                        // of them at once are the point of this route.
+                        if !out.is_empty() {
+                            stream.write_all(&out).await?;
+                            out.clear();
+                        }
+                        write_response(
+                            &mut out,
+                            "200 OK",
+                            cache_control,
+                            "application/octet-stream",
+                            b"",
+                            &req,
+                        );
+                        let len = format!("Content-Length: {}\r\n", body.len());
+                        let head =
+                            String::from_utf8_lossy(&out).replace("Content-Length: 0\r\n", &len);
+                        stream.write_all(head.as_bytes()).await?;
+                        out.clear();
+                        stream.write_all(body).await?;
+                    } else {
+                        write_response(
+                            &mut out,
+                            "200 OK",
+                            cache_control,
+                            "application/octet-stream",
+                            body,
+                            &req,
+                        );
+                    }
                 }
             }
             if req.close {
@@ -317,7 +349,8 @@ fn main() -> io::Result<()> {
         println!("bench_origin listening on {}", listener.local_addr()?);
         let counts = Rc::new(RefCell::new(Counts::default()));
         let bodies = Rc::new(Bodies {
-            sizes: [1024, 16 * 1024, 256 * 1024].map(|n| vec![b'x'; n]),
+            sizes: [1024, 16 * 1024, 256 * 1024, 0, 0, 0, 64 * 1024].map(|n| vec![b'x'; n]),
+            big: vec![b'x'; 8 << 20],
             slow: vec![b's'; 1024],
         });
         loop {

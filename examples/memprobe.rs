@@ -49,6 +49,7 @@ fn main() {
         max_entries: 4 * n,
         max_object_bytes: 1 << 20,
         stale_retention: Duration::ZERO,
+        max_inflight_bytes: usize::MAX,
     });
     let now = SystemTime::now();
     let vary = std::env::args().nth(1).is_some();

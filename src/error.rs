@@ -15,7 +15,15 @@ pub enum ErrorKind {
     Forbidden,
     NotFound,
     MethodNotAllowed,
+    /// 408: the request header did not arrive within `limits.client_header_timeout`.
+    RequestTimeout,
+    /// 413 Content Too Large (RFC 9110 §15.5.14; "Payload Too Large" in older RFCs): a request
+    /// body over `limits.max_body_bytes`, or an admin request body over its bound.
     PayloadTooLarge,
+    /// 414: a request target over `limits.max_uri_bytes`.
+    UriTooLong,
+    /// 431: a header field, the header section or the field count over its `limits.*`.
+    RequestHeaderFieldsTooLarge,
     Internal,
     /// The origin could not be connected to (refused, unreachable, TLS failure).
     OriginUnreachable,
@@ -38,7 +46,10 @@ impl ErrorKind {
             ErrorKind::Forbidden => 403,
             ErrorKind::NotFound | ErrorKind::NoRoute => 404,
             ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::UriTooLong => 414,
+            ErrorKind::RequestHeaderFieldsTooLarge => 431,
             ErrorKind::Internal => 500,
             ErrorKind::OriginUnreachable | ErrorKind::OriginBadResponse => 502,
             ErrorKind::ServiceUnavailable => 503,
@@ -53,7 +64,10 @@ impl ErrorKind {
             ErrorKind::Forbidden => "FORBIDDEN",
             ErrorKind::NotFound => "NOT_FOUND",
             ErrorKind::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            ErrorKind::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorKind::RequestTimeout => "REQUEST_TIMEOUT",
+            ErrorKind::PayloadTooLarge => "CONTENT_TOO_LARGE",
+            ErrorKind::UriTooLong => "URI_TOO_LONG",
+            ErrorKind::RequestHeaderFieldsTooLarge => "REQUEST_HEADER_FIELDS_TOO_LARGE",
             ErrorKind::Internal => "INTERNAL_ERROR",
             ErrorKind::OriginUnreachable => "ORIGIN_UNREACHABLE",
             ErrorKind::OriginBadResponse => "ORIGIN_BAD_RESPONSE",
@@ -72,7 +86,12 @@ impl ErrorKind {
             ErrorKind::Forbidden => "this action is not allowed from this address",
             ErrorKind::NotFound => "no such endpoint",
             ErrorKind::MethodNotAllowed => "method not allowed on this endpoint",
+            ErrorKind::RequestTimeout => "the request header did not arrive in time",
             ErrorKind::PayloadTooLarge => "the request body is too large",
+            ErrorKind::UriTooLong => "the request target is too long",
+            ErrorKind::RequestHeaderFieldsTooLarge => {
+                "the request header is too large (a field, all fields, or their number)"
+            }
             ErrorKind::Internal => "internal error",
             ErrorKind::OriginUnreachable => "the origin server could not be reached",
             ErrorKind::OriginBadResponse => "the origin server sent an invalid response",
@@ -106,7 +125,10 @@ impl ErrorKind {
                 403 => ErrorKind::Forbidden,
                 404 => ErrorKind::NotFound,
                 405 => ErrorKind::MethodNotAllowed,
+                408 => ErrorKind::RequestTimeout,
                 413 => ErrorKind::PayloadTooLarge,
+                414 => ErrorKind::UriTooLong,
+                431 => ErrorKind::RequestHeaderFieldsTooLarge,
                 503 => ErrorKind::ServiceUnavailable,
                 504 => ErrorKind::OriginTimeout,
                 c if (400..500).contains(&c) => ErrorKind::BadRequest,

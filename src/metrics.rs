@@ -64,6 +64,30 @@ pub static RELOADS: Lazy<IntCounterVec> = Lazy::new(|| {
     .expect("register")
 });
 
+/// `caching_proxy_requests_rejected_total{reason}`: requests the proxy refused itself for a
+/// `limits.*` bound or because they could not be parsed (`proxy::limits::Reason`, which
+/// creates every label value at start-up).
+pub static REQUESTS_REJECTED: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "caching_proxy_requests_rejected_total",
+        "Requests refused by the proxy itself, by reason: uri_too_long, header_too_large, headers_too_large, too_many_headers, body_too_large, header_timeout, malformed.",
+        &["reason"]
+    )
+    .expect("register")
+});
+
+/// `caching_proxy_cache_store_aborted_total{reason}`: responses that were being stored and
+/// were given up (still served): `memory` (no room in the in-flight budget or the cache's
+/// bound), `object_size` (larger than `cache.max_object_size`).
+pub static CACHE_STORE_ABORTED: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "caching_proxy_cache_store_aborted_total",
+        "Responses given up while being stored (still served), by reason: memory, object_size.",
+        &["reason"]
+    )
+    .expect("register")
+});
+
 pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     let m = Metrics {
         requests: register_int_counter_vec!(
@@ -359,6 +383,9 @@ pub fn register(cache: Arc<Cache>) {
     }
     for result in ["ok", "failed"] {
         RELOADS.with_label_values(&[result]);
+    }
+    for reason in ["memory", "object_size"] {
+        CACHE_STORE_ABORTED.with_label_values(&[reason]);
     }
     if let Err(e) = prometheus::register(Box::new(CacheCollector::new(cache))) {
         log::warn!("cache metrics not registered: {e}");

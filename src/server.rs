@@ -15,7 +15,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use log::{debug, warn};
 use parking_lot::Mutex;
-use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
@@ -32,7 +31,7 @@ use crate::config::Config;
 use crate::lifecycle::handover::{self, HandoverService};
 use crate::lifecycle::reload::{self, Reexec};
 use crate::lifecycle::{self, ServeAccepted, SighupService};
-use crate::proxy::Proxy;
+use crate::proxy::{limits, Proxy};
 use crate::routes::Router;
 use crate::status::{Sampler, StatusBoard};
 use crate::tls::{Certificates, PairError};
@@ -138,11 +137,10 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
             board.clone(),
         ),
     );
-    if config.h2c {
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        app.server_options = Some(options);
-    }
+    // The header timeout and our answer to what Pingora's reader refuses; h2c if enabled.
+    let mut options = limits::server_options(&config.limits, config.security_headers);
+    options.h2c = config.h2c;
+    app.server_options = Some(options);
     let mut proxy = Service::new(
         "caching-proxy".to_owned(),
         ServeAccepted::new(app, config.server.grace_period),

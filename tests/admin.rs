@@ -213,3 +213,43 @@ fn without_a_token_mutations_need_a_loopback_admin_address() {
         "a warning at start-up"
     );
 }
+
+#[test]
+fn purge_without_a_token_is_refused_to_a_client_off_loopback() {
+    use std::io::{Read, Write};
+    let origin = Origin::cacheable();
+    let proxy = ProxyBuilder::new(&origin.url())
+        .arg("--enable-purge")
+        .start();
+    get(&proxy.url("/p"));
+    proxy.wait_stored(1);
+    // The proxy listens on 127.0.0.1; connecting from another address of this machine makes
+    // a client that is not on loopback.
+    let from = support::net::non_loopback_ipv4()
+        .expect("this test needs an IPv4 address other than loopback on this machine");
+    let purge = |source: std::net::IpAddr| {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&std::net::SocketAddr::new(source, 0).into())
+            .unwrap();
+        socket.connect(&proxy.addr().into()).unwrap();
+        let mut stream: std::net::TcpStream = socket.into();
+        let req = format!(
+            "PURGE /p HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            proxy.addr()
+        );
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).unwrap();
+        support::parse_response(&out).unwrap()
+    };
+    let refused = purge(from.into());
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(refused.json()["code"], "FORBIDDEN");
+    assert_eq!(proxy.stats()["entries"], 1);
+    let allowed = purge([127, 0, 0, 1].into());
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(allowed.json()["purged"], true);
+    assert_eq!(proxy.stats()["entries"], 0);
+}

@@ -6,7 +6,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use support::{get, request, Origin, Proxy, ProxyBuilder, Reply};
+use support::{get, request, Gate, Origin, Proxy, ProxyBuilder, Reply};
 
 #[test]
 fn second_get_is_a_hit_with_one_origin_request() {
@@ -204,17 +204,25 @@ fn authorization_response_marked_public_is_stored() {
 
 #[test]
 fn default_ttl_applies_to_responses_without_freshness_and_expires() {
+    // Two proxies, so that no assertion depends on how fast a loaded machine runs: with a
+    // 1 h default the response is still a hit after the wait, with 1 s it has expired.
     let origin = Origin::start(|_| Reply::ok("no freshness info"));
-    let proxy = ProxyBuilder::new(&origin.url())
+    let long = ProxyBuilder::new(&origin.url())
+        .args(&["--cache-ttl", "1h"])
+        .start();
+    let short = ProxyBuilder::new(&origin.url())
         .args(&["--cache-ttl", "1s"])
         .start();
-    assert_eq!(get(&proxy.url("/d")).x_cache(), "MISS");
-    assert_eq!(get(&proxy.url("/d")).x_cache(), "HIT");
-    assert_eq!(origin.hits(), 1);
+    for proxy in [&long, &short] {
+        assert_eq!(get(&proxy.url("/d")).x_cache(), "MISS");
+    }
+    assert_eq!(get(&long.url("/d")).x_cache(), "HIT");
+    assert_eq!(origin.hits(), 2);
     // Waiting out a 1 s TTL is the behaviour under test, not synchronisation.
     thread::sleep(Duration::from_millis(2100));
-    assert_eq!(get(&proxy.url("/d")).x_cache(), "EXPIRED");
-    assert_eq!(origin.hits(), 2);
+    assert_eq!(get(&long.url("/d")).x_cache(), "HIT");
+    assert_eq!(get(&short.url("/d")).x_cache(), "EXPIRED");
+    assert_eq!(origin.hits(), 3);
 }
 
 #[test]
@@ -341,6 +349,89 @@ fn concurrent_gets_of_one_slow_url_reach_the_origin_once() {
         misses, 1,
         "one request filled the cache, the others were served from it"
     );
+}
+
+/// `cache.lock_timeout`: a request waiting behind another one's fetch of the same URL goes
+/// to the origin itself once the timeout has passed, and is answered while the first fetch
+/// is still held at the origin.
+#[test]
+fn waiters_go_to_the_origin_after_the_lock_timeout() {
+    let gate = Gate::new();
+    let held = gate.clone();
+    let origin = Origin::start(move |r| {
+        if r.header("x-first").is_some() {
+            held.wait();
+        }
+        Reply::ok(if r.header("x-first").is_some() {
+            "first"
+        } else {
+            "second"
+        })
+        .header("cache-control", "max-age=60")
+    });
+    let proxy = ProxyBuilder::new(&origin.url())
+        .args(&["--cache-lock-timeout", "500ms"])
+        .start();
+    let url = proxy.url("/locked");
+    let first = thread::spawn(move || request("GET", &url, &[("x-first", "1")], None));
+    wait_until(Duration::from_secs(10), || origin.hits() == 1);
+    // The first fetch holds the lock (its answer is held at the origin): this one waits,
+    // then gives up waiting and fetches for itself.
+    let started = std::time::Instant::now();
+    let second = get(&proxy.url("/locked"));
+    let waited = started.elapsed();
+    assert_eq!((second.status, second.body.as_str()), (200, "second"));
+    assert!(
+        waited < Duration::from_secs(8),
+        "waited {waited:?}: the 500ms setting, not the 10 s default, must apply"
+    );
+    assert_eq!(second.x_cache(), "MISS");
+    assert_eq!(origin.hits(), 2);
+    assert!(!first.is_finished(), "the first fetch was still held");
+    gate.open();
+    assert_eq!(first.join().unwrap().body, "first");
+}
+
+/// `cache.stale_retention`: an expired entry is kept that long past its freshness (and stale
+/// windows) for revalidation, then freed, by the sweep when nobody asks for it.
+#[test]
+fn stale_retention_keeps_expired_entries_then_the_sweep_frees_them() {
+    let origin = Origin::start(|r| match r.header("if-none-match") {
+        Some("\"v1\"") => Reply::ok("").status(304).header("etag", "\"v1\""),
+        _ => Reply::ok("body")
+            .header("cache-control", "max-age=1")
+            .header("etag", "\"v1\""),
+    });
+    let proxy = ProxyBuilder::new(&origin.url())
+        .args(&[
+            "--cache-stale-if-error",
+            "0",
+            "--cache-stale-retention",
+            "2s",
+        ])
+        .start();
+    assert_eq!(get(&proxy.url("/r")).x_cache(), "MISS");
+    proxy.wait_stored(1);
+    // Expired, within the retention: revalidated, not fetched again.
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(get(&proxy.url("/r")).x_cache(), "REVALIDATED");
+    assert_eq!(origin.requests()[1].header("if-none-match"), Some("\"v1\""));
+    // Nobody asks again: the sweep (every 30 s) frees it once the retention is over.
+    let expirations = proxy.stats()["expirations"].as_u64().unwrap();
+    wait_until(Duration::from_secs(60), || {
+        proxy.stats()["entries"] == 0
+            && proxy.stats()["expirations"].as_u64().unwrap() > expirations
+    });
+    assert_eq!(get(&proxy.url("/r")).x_cache(), "MISS");
+    assert_eq!(origin.requests()[2].header("if-none-match"), None);
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{free_port, get, raw, Origin, Proxy, ProxyBuilder, Reply};
+use support::{free_port, get, raw, request, Origin, Proxy, ProxyBuilder, Reply};
 
 fn assert_json_error(resp: &support::Response, status: u16, code: &str) {
     assert_eq!(resp.status, status, "{resp:?}");
@@ -165,4 +165,109 @@ fn admin_port_of_a_running_instance_is_a_clear_start_up_error() {
         running.admin_port
     );
     assert!(stderr.contains(&expected), "{stderr}");
+}
+
+#[test]
+fn errors_carry_no_store_and_bypass_for_other_methods() {
+    let port = free_port();
+    let proxy = Proxy::start(&format!("http://127.0.0.1:{port}"));
+    for method in ["POST", "PUT", "PATCH", "DELETE"] {
+        let resp = request(method, &proxy.url("/x"), &[], Some("body"));
+        assert_json_error(&resp, 502, "ORIGIN_UNREACHABLE");
+        assert_eq!(resp.header("cache-control"), Some("no-store"), "{method}");
+        assert_eq!(resp.x_cache(), "BYPASS", "{method}");
+    }
+    let resp = get(&proxy.url("/x"));
+    assert_eq!(resp.header("cache-control"), Some("no-store"));
+    assert_eq!(resp.x_cache(), "MISS", "the cache was consulted for a GET");
+}
+
+/// A listener whose accept queue is full: Linux drops further SYNs, so a connection to it
+/// neither succeeds nor fails until the client gives up. Keep the returned streams alive.
+fn unanswering_origin() -> (
+    std::net::SocketAddr,
+    Vec<std::net::TcpStream>,
+    socket2::Socket,
+) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => queued.push(s),
+            Err(_) => break, // the queue is full: this attempt timed out
+        }
+        assert!(queued.len() < 64, "the accept queue never filled");
+    }
+    (addr, queued, listener)
+}
+
+#[test]
+fn origin_connect_timeout_gives_504() {
+    let (addr, _queued, _listener) = unanswering_origin();
+    let proxy = ProxyBuilder::new(&format!("http://{addr}"))
+        .args(&["--connect-timeout", "300ms"])
+        .start();
+    let resp = get(&proxy.url("/x"));
+    assert_json_error(&resp, 504, "ORIGIN_TIMEOUT");
+    assert_eq!(
+        proxy.metric(r#"caching_proxy_origin_errors_total{kind="timeout"}"#),
+        1.0
+    );
+}
+
+#[test]
+fn invalid_origin_response_gives_502_origin_bad_response() {
+    // An origin that answers anything but HTTP.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let _ = std::io::Write::write_all(&mut stream, b"SSH-2.0-OpenSSH\r\n\r\nnot http\r\n");
+        }
+    });
+    let proxy = Proxy::start(&format!("http://{addr}"));
+    let resp = get(&proxy.url("/x"));
+    assert_json_error(&resp, 502, "ORIGIN_BAD_RESPONSE");
+    assert_eq!(resp.x_cache(), "MISS");
+    assert_eq!(
+        get(&proxy.url("/x")).status,
+        502,
+        "and again: nothing was stored"
+    );
+}
+
+/// A stale response served because the origin failed is the connection's last: Pingora drops
+/// the client's connection after it, so the response must say `Connection: close`, or the
+/// client's next request on that connection (a POST, which it must not resend) is lost.
+#[test]
+fn stale_served_on_an_origin_failure_closes_the_connection_cleanly() {
+    use support::client::KeepAlive;
+    use support::Failure;
+    let origin = Origin::sequence(vec![
+        Reply::ok("good").header("cache-control", "max-age=1, stale-if-error=60"),
+        Reply::fail(Failure::Reset),
+        Reply::ok("posted"),
+    ]);
+    let proxy = Proxy::start(&origin.url());
+    let mut client = KeepAlive::new(proxy.addr());
+    assert_eq!(client.get("/s").unwrap(), (200, b"good".to_vec()));
+    // Waiting out the 1 s lifetime is the behaviour under test.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        client.get("/s").unwrap(),
+        (200, b"good".to_vec()),
+        "served stale"
+    );
+    let posted = client.post("/p", b"x");
+    assert_eq!(posted, Ok((200, b"posted".to_vec())), "the POST after it");
+    assert_eq!(client.retries, 0);
 }

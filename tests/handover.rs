@@ -68,26 +68,15 @@ fn age(proxy: &Proxy, path: &str) -> u64 {
     r.header("age").unwrap().parse().unwrap()
 }
 
-fn upgrade(old: Proxy, origin: &Origin) -> Proxy {
-    let new = Proxy::spawn_upgrade(ProxyBuilder::upgrade_of(&old, &origin.url()));
-    let sock = old.state_dir().join("upgrade.sock");
-    wait_until(
-        "the new process's upgrade socket",
-        Duration::from_secs(10),
-        || sock.exists(),
-    );
-    old.signal("QUIT");
-    let new = new.join().expect("the new process became ready");
-    let mut old = old;
-    // Until the old process is gone, the admin port may answer from either.
-    let status = old.wait_exit(Duration::from_secs(30)).expect("old exited");
-    assert!(status.success(), "{status}");
+fn upgrade(old: Proxy, origin: &Origin) -> (Proxy, Proxy) {
+    let builder = ProxyBuilder::upgrade_of(&old, &origin.url());
+    let (new, old) = old.upgrade_to(builder);
     assert!(
         old.log().contains("cache hand-over: sent"),
         "old process log:\n{}",
         old.log()
     );
-    new
+    (new, old)
 }
 
 #[test]
@@ -109,7 +98,7 @@ fn upgrade_hands_the_cache_to_the_new_process() {
     let origin_before = origin.hits();
     let short_stored = Instant::now();
 
-    let new = upgrade(old, &origin);
+    let (new, _old) = upgrade(old, &origin);
     wait_until("the hand-over", Duration::from_secs(30), || {
         new.stats()["entries"].as_u64() >= Some(stored)
     });
@@ -174,19 +163,8 @@ fn a_smaller_cache_keeps_the_most_recently_used_entries() {
     for i in 0..100 {
         client.get(&format!("/item/{i}")).unwrap();
     }
-    let new = Proxy::spawn_upgrade(
-        ProxyBuilder::upgrade_of(&old, &origin.url()).args(&["--cache-size", "300"]),
-    );
-    let sock = old.state_dir().join("upgrade.sock");
-    wait_until(
-        "the new process's upgrade socket",
-        Duration::from_secs(10),
-        || sock.exists(),
-    );
-    old.signal("QUIT");
-    let new = new.join().unwrap();
-    let mut old = old;
-    old.wait_exit(Duration::from_secs(30)).expect("old exited");
+    let builder = ProxyBuilder::upgrade_of(&old, &origin.url()).args(&["--cache-size", "300"]);
+    let (new, _old) = old.upgrade_to(builder);
     wait_until("the hand-over", Duration::from_secs(30), || {
         new.log().contains("cache hand-over: took over")
     });
@@ -212,19 +190,8 @@ fn handover_timeout_zero_starts_cold() {
     let origin = origin();
     let old = ProxyBuilder::new(&origin.url()).start();
     assert_eq!(get(&old.url("/item/1")).x_cache(), "MISS");
-    let new = Proxy::spawn_upgrade(
-        ProxyBuilder::upgrade_of(&old, &origin.url()).args(&["--handover-timeout", "0"]),
-    );
-    let sock = old.state_dir().join("upgrade.sock");
-    wait_until(
-        "the new process's upgrade socket",
-        Duration::from_secs(10),
-        || sock.exists(),
-    );
-    old.signal("QUIT");
-    let new = new.join().unwrap();
-    let mut old = old;
-    old.wait_exit(Duration::from_secs(30)).expect("old exited");
+    let builder = ProxyBuilder::upgrade_of(&old, &origin.url()).args(&["--handover-timeout", "0"]);
+    let (new, _old) = old.upgrade_to(builder);
     assert_eq!(get(&new.url("/item/1")).x_cache(), "MISS");
 }
 
@@ -236,18 +203,8 @@ fn the_memory_tier_in_front_of_redis_is_handed_over() {
     let origin = origin();
     let old = ProxyBuilder::new(&origin.url()).redis(&redis.url()).start();
     assert_eq!(get(&old.url("/item/1")).x_cache(), "MISS");
-    let new =
-        Proxy::spawn_upgrade(ProxyBuilder::upgrade_of(&old, &origin.url()).redis(&redis.url()));
-    let sock = old.state_dir().join("upgrade.sock");
-    wait_until(
-        "the new process's upgrade socket",
-        Duration::from_secs(10),
-        || sock.exists(),
-    );
-    old.signal("QUIT");
-    let new = new.join().unwrap();
-    let mut old = old;
-    old.wait_exit(Duration::from_secs(30)).expect("old exited");
+    let builder = ProxyBuilder::upgrade_of(&old, &origin.url()).redis(&redis.url());
+    let (new, _old) = old.upgrade_to(builder);
     wait_until("the hand-over", Duration::from_secs(30), || {
         new.log().contains("cache hand-over: took over 1 entries")
     });

@@ -164,3 +164,99 @@ fn cors_off_by_default_forwards_options() {
     assert_eq!(resp.header("access-control-allow-origin"), None);
     assert_eq!(origin.hits(), 1);
 }
+
+/// A config file with `yaml` in a temporary folder (kept alive by the returned guard).
+fn config_file(yaml: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("caching-proxy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    (dir, path.to_str().unwrap().to_owned())
+}
+
+fn vary_names(resp: &support::Response) -> Vec<String> {
+    resp.header("vary")
+        .unwrap_or("")
+        .split(',')
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+#[test]
+fn cors_answers_for_a_listed_origin_vary_on_origin() {
+    let origin = Origin::start(|_| {
+        Reply::ok("x")
+            .header("cache-control", "max-age=60")
+            .header("vary", "Accept-Encoding")
+    });
+    let (_dir, file) = config_file(
+        "cors:\n  enabled: true\n  allowed_origins: [https://a.example, https://b.example]\n",
+    );
+    let proxy = ProxyBuilder::new(&origin.url())
+        .args(&["-c", &file])
+        .start();
+    for (from, x_cache) in [("https://a.example", "MISS"), ("https://b.example", "HIT")] {
+        let resp = request("GET", &proxy.url("/api"), &[("Origin", from)], None);
+        assert_eq!(resp.x_cache(), x_cache);
+        assert_eq!(resp.header("access-control-allow-origin"), Some(from));
+        let vary = vary_names(&resp);
+        assert!(vary.contains(&"origin".to_owned()), "{vary:?}");
+        assert!(
+            vary.contains(&"accept-encoding".to_owned()),
+            "the origin's Vary is kept: {vary:?}"
+        );
+    }
+}
+
+#[test]
+fn cors_with_any_origin_in_the_config_file_answers_star_without_vary() {
+    let origin = Origin::cacheable();
+    let (_dir, file) = config_file("cors:\n  enabled: true\n  allowed_origins: \"*\"\n");
+    let proxy = ProxyBuilder::new(&origin.url())
+        .args(&["-c", &file])
+        .start();
+    for from in ["https://a.example", "https://anything.example"] {
+        let resp = request("GET", &proxy.url("/api"), &[("Origin", from)], None);
+        assert_eq!(resp.header("access-control-allow-origin"), Some("*"));
+        assert!(!vary_names(&resp).contains(&"origin".to_owned()));
+    }
+    let pre = request(
+        "OPTIONS",
+        &proxy.url("/api"),
+        &[
+            ("Origin", "https://x.example"),
+            ("Access-Control-Request-Method", "DELETE"),
+        ],
+        None,
+    );
+    assert_eq!(
+        (pre.status, pre.header("access-control-allow-origin")),
+        (204, Some("*"))
+    );
+}
+
+#[test]
+fn security_headers_disabled_in_the_config_file() {
+    let origin = Origin::cacheable();
+    let (_dir, file) = config_file("security_headers:\n  enabled: false\n");
+    let proxy = ProxyBuilder::new(&origin.url())
+        .args(&["-c", &file])
+        .start();
+    let proxied = get(&proxy.url("/a"));
+    let refused =
+        support::parse_response(&support::raw(proxy.addr(), b"GET /a HTTP/1.0\r\n\r\n")).unwrap();
+    assert_eq!(refused.status, 400, "the proxy's own error (no Host)");
+    for resp in [&proxied, &refused] {
+        for (name, _) in caching_proxy::headers::SECURITY_HEADERS {
+            assert_eq!(
+                resp.header(name.as_str()),
+                None,
+                "{name} on {}",
+                resp.status
+            );
+        }
+    }
+    // The admin service always sends them.
+    let admin = get(&proxy.admin_url("/health/live"));
+    assert_eq!(admin.header("x-frame-options"), Some("DENY"));
+}

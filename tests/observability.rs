@@ -4,11 +4,23 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use support::{free_port, get, request, Origin, Proxy, ProxyBuilder, Reply};
+use support::client::Pending;
+use support::net::read_by_server;
+use support::{free_port, get, request, Gate, Origin, Proxy, ProxyBuilder, Reply};
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
 
 /// One scrape: `name{k="v",...}` (labels sorted) -> value.
 struct Scrape(HashMap<String, f64>);
@@ -61,11 +73,19 @@ impl Scrape {
     /// Scrapes until `requests` more requests than in `before` have been recorded: request
     /// metrics are recorded as each request finishes, just after its response went out.
     fn after_requests(proxy: &Proxy, before: &Scrape, requests: f64) -> Scrape {
-        let name = "caching_proxy_requests_total";
+        // Both are recorded as a request ends, one after the other: a scrape can fall
+        // between them.
+        let names = [
+            "caching_proxy_requests_total",
+            "caching_proxy_request_duration_seconds_count",
+        ];
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             let now = Scrape::take(proxy);
-            if now.total(name) - before.total(name) >= requests {
+            if names
+                .iter()
+                .all(|name| now.total(name) - before.total(name) >= requests)
+            {
                 return now;
             }
             assert!(
@@ -87,11 +107,14 @@ fn assert_deltas(before: &Scrape, after: &Scrape, expected: &[(&str, f64)]) {
 
 #[test]
 fn counters_agree_with_a_known_sequence() {
-    let origin = Origin::start(|r| match r.path() {
+    let gate = Gate::new();
+    let held = gate.clone();
+    let origin = Origin::start(move |r| match r.path() {
         "/err" => Reply::ok("broken").status(500),
-        "/slow" => Reply::ok("slow")
-            .header("cache-control", "max-age=60")
-            .delay(Duration::from_millis(500)),
+        "/slow" => {
+            held.wait();
+            Reply::ok("slow").header("cache-control", "max-age=60")
+        }
         "/reval" => match r.header("if-none-match") {
             Some(_) => Reply::ok("").status(304).header("etag", "\"e\""),
             None => Reply::ok("r")
@@ -112,18 +135,23 @@ fn counters_agree_with_a_known_sequence() {
     get(&proxy.url("/err")); // MISS, origin 5xx
     get(&proxy.url("/reval")); // MISS (stored stale)
     get(&proxy.url("/reval")); // REVALIDATED
-    let barrier = Arc::new(Barrier::new(5));
-    let slow: Vec<_> = (0..5)
-        .map(|_| {
-            let (url, b) = (proxy.url("/slow"), barrier.clone());
-            thread::spawn(move || {
-                b.wait();
-                get(&url)
-            })
-        })
+                               // Five requests for /slow: the first one's fetch is held at the origin until the four
+                               // others have been read by the proxy (and so wait on the first one's fetch).
+    let first = Pending::get(proxy.addr(), "/slow");
+    wait_for("the first /slow at the origin", || {
+        origin.hits_for("/slow") == 1
+    });
+    let waiters: Vec<Pending> = (0..4)
+        .map(|_| Pending::get(proxy.addr(), "/slow"))
         .collect();
-    for h in slow {
-        assert_eq!(h.join().unwrap().status, 200);
+    wait_for("the proxy to read the other four", || {
+        waiters
+            .iter()
+            .all(|w| read_by_server(w.local_port(), proxy.port))
+    });
+    gate.open();
+    for p in std::iter::once(first).chain(waiters) {
+        assert_eq!(p.response().status, 200);
     }
     // /a, /reval, /slow are stored; with 3 entries at most, the next one evicts.
     get(&proxy.url("/c")); // MISS, one eviction

@@ -58,7 +58,10 @@ impl Load {
                         let result = if c % 2 == 0 {
                             get_once(addr, &path)
                         } else {
-                            keep_alive.get(&path).map(|(status, _)| status)
+                            keep_alive
+                                .get(&path)
+                                .map(|(status, _)| status)
+                                .map_err(|e| e.to_string())
                         };
                         match result {
                             Ok(200) => {

@@ -58,6 +58,8 @@ cleanup() {
         done
         wait 2>/dev/null || true
     fi
+    # KEEP_WORK=DIR keeps the run's files (logs, the soak's request records) for a look.
+    if [[ -n ${KEEP_WORK:-} ]]; then rm -rf "$KEEP_WORK" && cp -r "$WORK" "$KEEP_WORK"; fi
     rm -rf "$WORK"
     if [[ -n $SHM_DIR ]]; then rm -rf "$SHM_DIR"; fi
     exit "$rc"
@@ -161,10 +163,11 @@ start_origin() {
 # each instance's log ($WORK/NAME.log), pid file and upgrade socket apart. Sets PROXY_PORT,
 # PROXY_ADMIN_PORT, PROXY_PID. With NO_ORIGIN=1 there is no --origin: the extra flags give a
 # config file with the proxy's upstreams and routes. The benchmark's tuning is one thread
-# (the server has one core) and no access log (--log-level warn); with DEFAULT_SETTINGS=1
-# both stay at caching-proxy's defaults (the extra flags may still name a thread count).
+# (the server has one core) and log level BENCH_LOG_LEVEL (warn: no access log); with
+# DEFAULT_SETTINGS=1 both stay at caching-proxy's defaults (the extra flags may still name a
+# thread count).
 start_proxy() {
-    local name=$1 origin=(--origin "http://127.0.0.1:$ORIGIN_PORT") tuning=(--threads 1 --log-level warn)
+    local name=$1 origin=(--origin "http://127.0.0.1:$ORIGIN_PORT") tuning=(--threads 1 --log-level "${BENCH_LOG_LEVEL:-warn}")
     shift
     if [[ ${NO_ORIGIN:-} == 1 ]]; then origin=(); fi
     if [[ ${DEFAULT_SETTINGS:-} == 1 ]]; then tuning=(); fi

@@ -59,6 +59,7 @@ impl Cache {
                 max_entries: config.max_entries,
                 max_object_bytes: config.max_object_bytes.min(max_bytes),
                 stale_retention: config.stale_retention,
+                max_inflight_bytes: config.max_inflight_bytes(max_bytes),
             })
         };
         match &config.backend {
@@ -79,6 +80,7 @@ impl Cache {
                     RedisTier::new(redis.clone()),
                     config.stale_retention,
                     config.max_object_bytes,
+                    config.max_inflight_bytes(redis.l1_max_bytes),
                     config.lock_timeout,
                 )
                 .new_static();

@@ -5,22 +5,25 @@
 //! anything listens; a bad value is a [`ConfigError`] naming the setting, the value, where it
 //! came from and what is allowed. Nothing downstream re-parses strings.
 
+pub mod limits;
 pub mod routing;
 pub mod sources;
 pub mod tls;
 pub mod units;
+mod values;
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http::Uri;
 use log::LevelFilter;
 
+pub use limits::LimitsConfig;
 pub use routing::Routing;
 use sources::{lookup, RawSettings, Sourced};
 pub use sources::{Cli, Source};
 pub use tls::TlsConfig;
+use values::*;
 
 /// A configuration problem, reported before the proxy starts.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// Upstream groups and the routes to them (`--origin` is one of each).
     pub routing: Routing,
+    /// Bounds on client requests, answered by the proxy itself.
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +119,8 @@ pub struct CacheConfig {
     pub max_bytes: usize,
     pub max_entries: usize,
     pub max_object_bytes: usize,
+    /// `cache.max_inflight_size`, when set; see [`CacheConfig::max_inflight_bytes`].
+    pub max_inflight_size: Option<usize>,
     pub lock_timeout: Duration,
     pub stale_retention: Duration,
     pub heuristic_fraction: f64,
@@ -127,6 +134,21 @@ pub struct CacheConfig {
     pub purge: bool,
     /// Where entries live: this process only, or a shared Redis tier behind it.
     pub backend: BackendConfig,
+}
+
+/// Without an in-process tier (Redis only), bodies being stored get this budget by default.
+const INFLIGHT_WITHOUT_MEMORY_TIER: usize = 16 << 20;
+
+impl CacheConfig {
+    /// The cap on bodies being stored at once: `cache.max_inflight_size`, else a quarter of
+    /// the in-process tier's bound `tier_bytes` (16 MiB without one). Within that bound:
+    /// bodies in flight and stored entries share it.
+    pub fn max_inflight_bytes(&self, tier_bytes: usize) -> usize {
+        self.max_inflight_size.unwrap_or(match tier_bytes {
+            0 => INFLIGHT_WITHOUT_MEMORY_TIER,
+            n => n / 4,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -284,6 +306,10 @@ impl Config {
                 "max_bytes": c.max_bytes,
                 "max_entries": c.max_entries,
                 "max_object_bytes": c.max_object_bytes,
+                "max_inflight_bytes": c.max_inflight_bytes(match &c.backend {
+                    BackendConfig::Memory => c.max_bytes,
+                    BackendConfig::Redis(redis) => redis.l1_max_bytes,
+                }),
                 "stale_if_error_s": c.stale_if_error.as_secs(),
                 "targeted_cache_control": c.targeted_cache_control.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
                 "heuristic_fraction": c.heuristic_fraction,
@@ -298,6 +324,14 @@ impl Config {
                         "l1_max_bytes": redis.l1_max_bytes,
                     }),
                 },
+            },
+            "limits": {
+                "max_header_bytes": self.limits.max_header_bytes,
+                "max_headers_bytes": self.limits.max_headers_bytes,
+                "max_header_count": self.limits.max_header_count,
+                "max_uri_bytes": self.limits.max_uri_bytes,
+                "max_body_bytes": self.limits.max_body_bytes.unwrap_or(0),
+                "client_header_timeout_ms": self.limits.client_header_timeout.as_millis() as u64,
             },
             "cors": self.cors.enabled,
             "security_headers": self.security_headers,
@@ -380,79 +414,6 @@ impl Resolver<'_> {
     }
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
-    units::parse_duration(text)
-        .ok_or_else(|| "is not a duration (examples: 0, 500ms, 30s, 5m, 1h)".into())
-}
-
-fn positive_duration(text: &str) -> Result<Duration, String> {
-    match duration(text)? {
-        d if d.is_zero() => Err("must be greater than 0".into()),
-        d => Ok(d),
-    }
-}
-
-fn size(text: &str) -> Result<usize, String> {
-    units::parse_size(text)
-        .and_then(|n| usize::try_from(n).ok())
-        .filter(|n| *n > 0)
-        .ok_or_else(|| "is not a size (examples: 512MiB, 2GiB)".into())
-}
-
-/// A size where 0 is allowed and means "none".
-fn size_or_zero(text: &str) -> Result<usize, String> {
-    match text.trim() {
-        "0" => Ok(0),
-        t => size(t),
-    }
-}
-
-fn backend_kind(text: &str) -> Result<bool, String> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "memory" => Ok(false),
-        "redis" => Ok(true),
-        _ => Err("is not a cache backend (memory or redis)".into()),
-    }
-}
-
-/// Comma-separated `redis://` / `rediss://` URLs, each parsed (no connection is made here).
-fn redis_urls(text: &str) -> Result<Vec<redis::ConnectionInfo>, String> {
-    use redis::IntoConnectionInfo;
-    let urls: Vec<&str> = text
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect();
-    if urls.is_empty() {
-        return Err("must name at least one redis:// URL".into());
-    }
-    urls.iter()
-        .map(|url| {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(format!(
-                    "contains {url:?}: expected redis://host:port[/db] or rediss://"
-                ));
-            }
-            url.into_connection_info()
-                .map_err(|e| format!("contains an invalid Redis URL: {e}"))
-        })
-        .collect()
-}
-
-/// Keys are `<prefix><generation>:{<hash>}:...`; braces in the prefix would move the hash tag.
-fn key_prefix(text: &str) -> Result<String, String> {
-    let t = text.trim();
-    if t.is_empty() || t.len() > 64 {
-        return Err("must be 1 to 64 characters".into());
-    }
-    if t.chars()
-        .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
-    {
-        return Err("must not contain braces, spaces or control characters".into());
-    }
-    Ok(t.to_owned())
-}
-
 fn resolve_backend(r: &Resolver) -> Result<BackendConfig, ConfigError> {
     if !r.get("cache.backend", false, backend_kind)? {
         return Ok(BackendConfig::Memory);
@@ -487,167 +448,6 @@ fn resolve_backend(r: &Resolver) -> Result<BackendConfig, ConfigError> {
     }))
 }
 
-fn fraction(text: &str) -> Result<f64, String> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|f| (0.0..=1.0).contains(f))
-        .ok_or_else(|| "is not a fraction between 0 and 1 (example: 0.1)".into())
-}
-
-fn count(text: &str) -> Result<usize, String> {
-    text.trim()
-        .parse::<usize>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| "is not a positive whole number".into())
-}
-
-fn port(text: &str) -> Result<u16, String> {
-    text.trim()
-        .parse::<u16>()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| "is not a port (1-65535)".into())
-}
-
-fn boolean(text: &str) -> Result<bool, String> {
-    units::parse_bool(text).ok_or_else(|| "is not a boolean (true or false)".into())
-}
-
-fn ip(text: &str) -> Result<IpAddr, String> {
-    text.trim()
-        .parse::<IpAddr>()
-        .map_err(|_| "is not an IP address (examples: 0.0.0.0, 127.0.0.1, ::)".into())
-}
-
-fn non_empty(text: &str) -> Result<String, String> {
-    match text.trim() {
-        "" => Err("must not be empty".into()),
-        t => Ok(t.to_owned()),
-    }
-}
-
-fn log_format(text: &str) -> Result<LogFormat, String> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "json" => Ok(LogFormat::Json),
-        "text" => Ok(LogFormat::Text),
-        _ => Err("is not a log format (json or text)".into()),
-    }
-}
-
-/// JSON for log collectors, text for a person at a terminal.
-fn default_log_format() -> LogFormat {
-    use std::io::IsTerminal;
-    if std::io::stderr().is_terminal() {
-        LogFormat::Text
-    } else {
-        LogFormat::Json
-    }
-}
-
-fn level(text: &str) -> Result<LevelFilter, String> {
-    text.trim()
-        .parse::<LevelFilter>()
-        .map_err(|_| "is not a log level (off, error, warn, info, debug, trace)".into())
-}
-
-/// Parses and resolves the origin URL. DNS is resolved here, once: an origin that does not
-/// resolve is a start-up error rather than a 502 on every request.
-fn origin(text: &str) -> Result<Origin, String> {
-    let uri: Uri = text
-        .trim()
-        .parse()
-        .map_err(|_| "is not a URL (example: http://localhost:9000)".to_string())?;
-    let tls = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => return Err("must start with http:// or https://".into()),
-    };
-    let authority = uri
-        .authority()
-        .ok_or_else(|| "has no host".to_string())?
-        .clone();
-    if authority.as_str().contains('@') {
-        return Err("must not contain credentials".into());
-    }
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err("must not have a path or query: only scheme, host and port".into());
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("does not resolve: {e}"))?
-        .collect();
-    // Prefer IPv4: `localhost` often resolves to ::1 first while test and dev origins
-    // commonly listen on 127.0.0.1 only.
-    let addr = addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| "does not resolve to any address".to_string())?;
-    Ok(Origin {
-        tls,
-        host: host.to_owned(),
-        authority: authority.as_str().to_owned(),
-        addr,
-    })
-}
-
-/// A comma-separated list of header field names; empty turns targeted fields off.
-fn targeted_fields(text: &str) -> Result<Vec<http::HeaderName>, String> {
-    let mut fields = Vec::new();
-    for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let field = http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("contains {name:?}, which is not a header field name"))?;
-        if field == http::header::CACHE_CONTROL {
-            return Err("lists Cache-Control itself, which is what targeted fields replace".into());
-        }
-        if !fields.contains(&field) {
-            fields.push(field);
-        }
-    }
-    Ok(fields)
-}
-
-fn allowed_origins(text: &str) -> Result<AllowedOrigins, String> {
-    let items: Vec<String> = text
-        .split(',')
-        .map(|s| s.trim().trim_end_matches('/').to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if items.iter().any(|s| s == "*") {
-        return if items.len() == 1 {
-            Ok(AllowedOrigins::Any)
-        } else {
-            Err("mixes * with explicit origins".into())
-        };
-    }
-    for item in &items {
-        let ok = item
-            .parse::<Uri>()
-            .ok()
-            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")))
-            .filter(|u| u.authority().is_some() && matches!(u.path(), "" | "/"))
-            .is_some();
-        if !ok {
-            return Err(format!(
-                "contains {item:?}, which is not an origin (example: https://app.example.com)"
-            ));
-        }
-    }
-    Ok(if items.is_empty() {
-        AllowedOrigins::None
-    } else {
-        AllowedOrigins::List(items)
-    })
-}
-
 fn resolve_pid_file(r: &Resolver) -> Result<String, ConfigError> {
     r.get(
         "server.pid_file",
@@ -676,6 +476,7 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
         max_bytes,
         max_entries: r.get("cache.max_entries", 100_000, count)?,
         max_object_bytes: r.get("cache.max_object_size", (8 << 20).min(max_bytes), size)?,
+        max_inflight_size: r.optional("cache.max_inflight_size", size)?,
         lock_timeout: r.get(
             "cache.lock_timeout",
             Duration::from_secs(10),
@@ -791,6 +592,7 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
         admin,
         server,
         routing: Routing::default(),
+        limits: limits::resolve(r)?,
     })
 }
 
@@ -861,6 +663,41 @@ mod tests {
             );
             assert!(!text.contains("app@"), "{text}");
         }
+    }
+
+    #[test]
+    fn inflight_budget_defaults_to_a_quarter_of_the_in_process_tier() {
+        let c = load(&[
+            "--origin",
+            "http://127.0.0.1:9000",
+            "--cache-max-bytes",
+            "64MiB",
+        ])
+        .unwrap();
+        assert_eq!(c.cache.max_inflight_bytes(c.cache.max_bytes), 16 << 20);
+        assert_eq!(
+            c.cache.max_inflight_bytes(0),
+            16 << 20,
+            "no in-process tier"
+        );
+        let set = load(&[
+            "--origin",
+            "http://127.0.0.1:9000",
+            "--cache-max-inflight-bytes",
+            "8MiB",
+        ])
+        .unwrap();
+        assert_eq!(set.cache.max_inflight_bytes(set.cache.max_bytes), 8 << 20);
+        let bad = load(&[
+            "--origin",
+            "http://127.0.0.1:9000",
+            "--cache-max-inflight-bytes",
+            "0",
+        ]);
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .starts_with("cache.max_inflight_size: \"0\" is not a size"));
     }
 
     #[test]

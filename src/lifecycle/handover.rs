@@ -21,6 +21,7 @@
 //! Pingora's close timeout (5 s) plus `server.grace_period` after `SIGQUIT`; that, or
 //! `server.handover_timeout` when shorter, bounds the transfer.
 
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -147,6 +148,55 @@ async fn read_record<R: AsyncReadExt + Unpin>(r: &mut R, max_value: usize) -> io
         TAG_DONE => Record::Done,
         tag => return Err(invalid(format!("record tag {tag}"))),
     })
+}
+
+/// What [`read_stream`] found in a stream.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// Entry records whose value decoded.
+    pub entries: u64,
+    /// Entry records whose value did not decode (a receiver skips them).
+    pub undecodable: u64,
+    pub removals: u64,
+    /// The stream ended with its `Done` record.
+    pub done: bool,
+}
+
+/// Reads a whole hand-over stream from `bytes` as a receiving process does (header, then
+/// records until `Done`, each entry's value decoded), without storing anything; an error
+/// says why a receiver would stop. The stream comes from another process: whatever its
+/// bytes, this must end in a summary or an error, never a panic or an unbounded allocation.
+/// An entry point for the fuzz target `handover_stream` and its corpus test (`fuzz/`).
+pub fn read_stream(bytes: &[u8], max_value: usize) -> Result<StreamSummary, String> {
+    let header: [u8; 5] = bytes
+        .get(..5)
+        .and_then(|h| h.try_into().ok())
+        .ok_or("no header")?;
+    check_header(header)?;
+    let mut r = &bytes[5..];
+    let mut summary = StreamSummary::default();
+    loop {
+        // Reading from memory never waits: one poll finishes the read.
+        let record = {
+            let read = std::pin::pin!(read_record(&mut r, max_value));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match read.poll(&mut cx) {
+                std::task::Poll::Ready(record) => record.map_err(|e| e.to_string())?,
+                std::task::Poll::Pending => return Err("a read from memory waited".into()),
+            }
+        };
+        match record {
+            Record::Entry { value, .. } => match entry::decode(value) {
+                Ok(_) => summary.entries += 1,
+                Err(_) => summary.undecodable += 1,
+            },
+            Record::Removed(_) => summary.removals += 1,
+            Record::Done => {
+                summary.done = true;
+                return Ok(summary);
+            }
+        }
+    }
 }
 
 async fn write_records<W: AsyncWrite + Unpin>(w: &mut W, records: &[Record]) -> io::Result<()> {
@@ -452,6 +502,37 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_stream_reads_to_its_summary() {
+        let mut wire = BytesMut::from(&header()[..]);
+        for r in [
+            Record::Entry {
+                primary: [1; 16],
+                combined: [2; 16],
+                value: Bytes::from_static(b"not an entry"),
+            },
+            Record::Removed(Removal::All),
+            Record::Done,
+        ] {
+            encode(&r, &mut wire);
+        }
+        let summary = read_stream(&wire, 100).unwrap();
+        assert_eq!(
+            summary,
+            StreamSummary {
+                entries: 0,
+                undecodable: 1,
+                removals: 1,
+                done: true
+            }
+        );
+        assert!(
+            read_stream(&wire[..wire.len() - 1], 100).is_err(),
+            "no Done"
+        );
+        assert!(read_stream(b"CPH", 100).is_err());
+    }
+
+    #[test]
     fn headers_of_other_versions_are_refused() {
         assert!(check_header(header()).is_ok());
         let mut other = header();
@@ -484,6 +565,7 @@ mod tests {
             max_entries: 300,
             max_object_bytes: 4 << 20,
             stale_retention: Duration::ZERO,
+            max_inflight_bytes: usize::MAX,
         };
         let old = MemoryStorage::new_static(limits);
         let new = MemoryStorage::new_static(limits);

@@ -1,6 +1,9 @@
 //! The proxy: Pingora's `ProxyHttp` phases for one request, in the order they run.
 //!
 //! ```text
+//! early_request_filter     request limits: target, header fields, declared body
+//!                          (414/431/413, `limits`; Pingora's own refusals and the
+//!                          header timeout are answered by `limits::server_options`)
 //! request_filter           readiness probe; client connection (TLS, h2); request ID;
 //!                          Host; 308 to https (redirect_http); route (404 NO_ROUTE);
 //!                          PURGE; CORS preflight
@@ -24,7 +27,8 @@
 //!                          a 206 joined to the stored part (`partial`)      |
 //! upstream_response_body_filter  the stored part in front (`partial`)      |
 //! response_cache_filter    store or not, and for how long (cache::policy)   |
-//! should_serve_stale       stale-while-revalidate / stale-if-error          |
+//! should_serve_stale       stale-while-revalidate / stale-if-error (after an|
+//!                          origin failure: Connection: close, its last one) |
 //!   |                                                                       |
 //! response_filter          X-Cache, counters, invalidation after unsafe  <--+
 //!                          methods, POST responses for later GETs
@@ -33,6 +37,7 @@
 //!                          route header rules; Connection: close while draining;
 //!                          the client's own range of a part (`partial`)
 //! fail_to_proxy            any failure above: one JSON error (502, 504, ...)
+//! request_body_filter      a body over limits.max_body_bytes as it arrives: 413
 //! fail_to_connect,         origin errors counted by kind; retried on another
 //!   error_while_proxy      server of the group (see `retry`)
 //! response_body_filter     collects a POST response to be stored; the client's
@@ -47,6 +52,7 @@
 pub mod cors;
 pub mod edge;
 pub mod hop_by_hop;
+pub mod limits;
 pub mod partial;
 pub mod post_reuse;
 
@@ -77,7 +83,7 @@ use crate::cache::{
     HitDecision, RequestDirectives,
 };
 use crate::config::routing::Selection;
-use crate::config::{Config, CorsConfig, UpstreamConfig};
+use crate::config::{Config, CorsConfig, LimitsConfig, UpstreamConfig};
 use crate::error::{json_body, ErrorKind};
 use crate::headers::{self, SECURITY_HEADERS, X_CACHE, X_REQUEST_ID};
 use crate::logging::{self, AccessRecord};
@@ -114,6 +120,7 @@ pub struct Proxy {
     router: Arc<Router>,
     /// Where the busiest URLs are counted, for the admin status page.
     status: Arc<StatusBoard>,
+    limits: LimitsConfig,
 }
 
 /// Per-request state carried across the phases.
@@ -154,6 +161,7 @@ pub struct RequestCtx {
     range_fill: Option<RangeFill>,
     /// The response came from the URL's partial entry.
     partial_hit: bool,
+    limits: limits::RequestLimits,
 }
 
 impl RequestCtx {
@@ -176,7 +184,9 @@ impl Proxy {
         router: Arc<Router>,
         status: Arc<StatusBoard>,
     ) -> Self {
+        limits::init_metrics();
         Proxy {
+            limits: config.limits.clone(),
             router,
             status,
             shared_tier: cache.backend.l2_status().is_some(),
@@ -400,7 +410,32 @@ impl ProxyHttp for Proxy {
             post_store: None,
             range_fill: None,
             partial_hit: false,
+            limits: limits::RequestLimits::default(),
         }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        limits::check_request(&self.limits, session, &mut ctx.limits, &mut ctx.request_id)
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (state, id) = (&mut ctx.limits, ctx.request_id.as_str());
+        limits::check_body(&self.limits, session, body.as_ref(), state, id)
+    }
+
+    /// A refusal of `limits` is logged there, once, as a client's mistake.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _e: &Error) -> bool {
+        ctx.limits.refused()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -583,7 +618,7 @@ impl ProxyHttp for Proxy {
 
     fn should_serve_stale(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
         error: Option<&Error>,
     ) -> bool {
@@ -591,6 +626,11 @@ impl ProxyHttp for Proxy {
         let serve =
             !ctx.directives.no_cache && error.is_none_or(|e| e.esource() == &ErrorSource::Upstream);
         ctx.served_stale |= serve;
+        if serve && error.is_some() {
+            // Pingora drops the client's connection after a stale response served for an
+            // origin failure: say so, or the client's next request on it is lost.
+            session.set_keepalive(None);
+        }
         serve
     }
 

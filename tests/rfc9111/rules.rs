@@ -8,9 +8,9 @@ use super::{builder, support};
 
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use support::{get, request, Origin, Proxy, Reply, Response};
+use support::{get, request, Gate, Origin, Proxy, Reply, Response};
 
 /// An HTTP date `offset` seconds from now.
 fn date(offset: i64) -> String {
@@ -147,16 +147,46 @@ fn age_from_the_origin_reduces_freshness() {
     assert!(reused(ok("x", "max-age=100").header("age", "20"), &[]));
 }
 
+/// The `Age` of a hit on `path`, with the seconds (rounded up) since `since`: the most
+/// time the response can have spent in the cache.
+fn hit_age(proxy: &Proxy, path: &str, since: Instant) -> (u64, u64) {
+    let hit = get(&proxy.url(path));
+    assert_eq!(hit.x_cache(), "HIT");
+    let age = hit.header("age").unwrap().parse().unwrap();
+    // Date and Age have one-second resolution: a second of rounding each way.
+    (age, since.elapsed().as_secs() + 2)
+}
+
 /// §5.1: a response served from the cache carries Age, including the age it arrived with.
 #[test]
 fn age_on_responses_from_the_cache_includes_age_on_arrival() {
     let origin = Origin::start(|_| ok("x", "max-age=100").header("age", "30"));
     let proxy = builder(&origin.url()).start();
+    let before = Instant::now();
     get(&proxy.url("/a"));
-    let hit = get(&proxy.url("/a"));
-    assert_eq!(hit.x_cache(), "HIT");
-    let age: u64 = hit.header("age").unwrap().parse().unwrap();
-    assert!((30..=31).contains(&age), "Age {age}");
+    let (age, spent) = hit_age(&proxy, "/a", before);
+    assert!(
+        (30..=30 + spent).contains(&age),
+        "Age {age}, {spent} s since the fetch"
+    );
+}
+
+/// §4.2.3: Age counts the time the response has spent in this cache (resident time).
+#[test]
+fn age_includes_the_time_spent_in_this_cache() {
+    let origin = Origin::start(|_| ok("x", "max-age=100"));
+    let proxy = builder(&origin.url()).start();
+    let before = Instant::now();
+    get(&proxy.url("/a"));
+    let stored = Instant::now();
+    // Time in the cache is the behaviour under test.
+    wait(2.0);
+    let (age, spent) = hit_age(&proxy, "/a", before);
+    let at_least = stored.elapsed().as_secs() - 1; // Date has a one-second resolution
+    assert!(
+        (at_least..=spent).contains(&age),
+        "Age {age}: expected {at_least}..={spent}"
+    );
 }
 
 // ---- §3 Storing responses -----------------------------------------------------------------
@@ -348,10 +378,20 @@ fn client_conditional_requests_get_304_from_the_cache() {
 /// once in the background.
 #[test]
 fn stale_while_revalidate_serves_stale_and_refreshes_once() {
-    let origin = Origin::sequence(vec![
-        ok("old", "max-age=1, stale-while-revalidate=60"),
-        ok("new", "max-age=60").delay(Duration::from_millis(300)),
-    ]);
+    // The refresh is held at the origin until the stale requests have all been answered,
+    // however slowly they run.
+    let refresh = Gate::new();
+    let held = refresh.clone();
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = fetches.clone();
+    let origin = Origin::start(move |_| {
+        if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            ok("old", "max-age=1, stale-while-revalidate=60")
+        } else {
+            held.wait();
+            ok("new", "max-age=60")
+        }
+    });
     let proxy = builder(&origin.url()).start();
     get(&proxy.url("/swr"));
     wait(2.1);
@@ -371,6 +411,7 @@ fn stale_while_revalidate_serves_stale_and_refreshes_once() {
     for r in &stale {
         assert_eq!((r.body.as_str(), r.x_cache()), ("old", "STALE"));
     }
+    refresh.open();
     // The refresh runs in the background; wait for it to land.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {

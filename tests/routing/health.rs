@@ -33,7 +33,10 @@ impl Load {
                         i += 1;
                         let path = format!("/load/{t}/{i}");
                         let result = if t % 2 == 0 {
-                            keep_alive.get(&path).map(|(status, _)| status)
+                            keep_alive
+                                .get(&path)
+                                .map(|(status, _)| status)
+                                .map_err(|e| e.to_string())
                         } else {
                             get_once(addr, &path)
                         };

@@ -82,13 +82,102 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// How a request on a kept-alive connection failed.
+/// A request written on a connection of its own, whose response is read later: lets a test
+/// have several requests in the proxy at once and wait on events in between.
+pub struct Pending {
+    stream: TcpStream,
+}
+
+impl Pending {
+    /// Sends `GET path` (`Connection: close`).
+    pub fn get(addr: SocketAddr, path: &str) -> Pending {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).unwrap();
+        Pending { stream }
+    }
+
+    /// The client's port, to find the connection in the system's socket table.
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().unwrap().port()
+    }
+
+    /// Reads the whole response.
+    pub fn response(mut self) -> Response {
+        let mut out = Vec::new();
+        let _ = self.stream.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        parse_response(&text).unwrap_or_else(|| panic!("no response: {text:?}"))
+    }
+}
+
+/// Parses one HTTP/1.1 response as `raw` returns it (a body up to the end of the text).
+pub fn parse_response(text: &str) -> Option<Response> {
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Some(Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
+}
+
+/// Why a request got no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    /// The connection could not be opened (refused: nothing listens): the request was never
+    /// sent anywhere.
+    Refused(String),
+    /// The connection ended before any byte of a response, and the request was not sent
+    /// again (not idempotent, or not on a reused connection): the server may or may not have
+    /// processed it; only the origin's count can tell.
+    Unanswered(String),
+    /// Anything else: a timeout, part of a response, an invalid response.
+    Failed(String),
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::Refused(e) => write!(f, "refused: {e}"),
+            RequestError::Unanswered(e) => write!(f, "unanswered: {e}"),
+            RequestError::Failed(e) => write!(f, "failed: {e}"),
+        }
+    }
+}
+
+/// How one attempt failed.
 #[derive(Debug)]
 enum Failure {
-    /// The connection ended before any byte of a response: the server closed an idle
-    /// connection. Clients retry idempotent requests once on a new connection.
+    /// Connecting failed.
+    Connect(String),
+    /// The connection ended before any byte of a response (the request could not be
+    /// written, or the read saw the connection's end or a reset): the one case where HTTP
+    /// lets a client send an idempotent request again on a new connection (RFC 9110 §9.2.2,
+    /// RFC 9112 §9.3.1), as a server may close an idle connection at any time.
     NoResponse(String),
+    /// Anything else: a timeout, part of a response, an invalid response.
     Other(String),
+}
+
+impl Failure {
+    fn into_error(self, context: &str) -> RequestError {
+        match self {
+            Failure::Connect(e) => RequestError::Refused(format!("{context}connect: {e}")),
+            Failure::NoResponse(e) => {
+                RequestError::Unanswered(format!("{context}no response byte: {e}"))
+            }
+            Failure::Other(e) => RequestError::Failed(format!("{context}{e}")),
+        }
+    }
 }
 
 /// A byte stream to the server: TCP, or TLS over TCP.
@@ -108,15 +197,29 @@ pub fn tcp() -> Connector {
     })
 }
 
-/// An HTTP/1.1 client on one kept-alive connection, that behaves like real clients when
-/// the server closes an idle connection: it retries an idempotent request once on a new
-/// connection if the old one ended before any response byte.
+/// Idempotent methods (RFC 9110 §9.2.2): the only ones a client may send again by itself.
+pub fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+    )
+}
+
+/// An HTTP/1.1 client on one kept-alive connection that behaves as HTTP allows real clients
+/// to when a server closes an idle connection: it sends an idempotent request once more, on a
+/// new connection, if the reused connection ended before any byte of the response. Nothing
+/// else is retried (not after a timeout, a partial response, or for a POST), every retry is
+/// counted with its cause, and each request is counted once.
 pub struct KeepAlive {
     addr: SocketAddr,
     connect: Connector,
     conn: Option<std::io::BufReader<Box<dyn Stream>>>,
-    /// How many requests were retried on a new connection.
+    /// Requests made, each counted once however many attempts it took.
+    pub requests: usize,
+    /// How many requests were sent again on a new connection.
     pub retries: usize,
+    /// Why each retried request's first attempt failed.
+    pub retry_causes: Vec<String>,
     /// How many connections were opened.
     pub connections: usize,
 }
@@ -132,71 +235,56 @@ impl KeepAlive {
             addr,
             connect,
             conn: None,
+            requests: 0,
             retries: 0,
+            retry_causes: Vec::new(),
             connections: 0,
         }
     }
 
     /// GETs `path`; returns the status and body.
-    pub fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
+    pub fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), RequestError> {
+        self.request("GET", path, None)
+    }
+
+    /// POSTs `body` to `path`: never sent twice.
+    pub fn post(&mut self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), RequestError> {
+        self.request("POST", path, Some(body))
+    }
+
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), RequestError> {
+        self.requests += 1;
         let reused = self.conn.is_some();
-        match self.once(path) {
+        match self.once(method, path, body) {
             Ok(r) => Ok(r),
-            Err(Failure::NoResponse(_)) if reused => {
+            Err(Failure::NoResponse(cause)) if reused && is_idempotent(method) => {
                 self.retries += 1;
-                self.once(path).map_err(|e| format!("after retry: {e:?}"))
+                self.retry_causes.push(format!("{method} {path}: {cause}"));
+                self.once(method, path, body)
+                    .map_err(|e| e.into_error("after a retry: "))
             }
-            Err(e) => Err(format!("{e:?}")),
+            Err(e) => Err(e.into_error("")),
         }
     }
 
-    fn once(&mut self, path: &str) -> Result<(u16, Vec<u8>), Failure> {
-        use std::io::{BufRead, BufReader};
+    fn once(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), Failure> {
         if self.conn.is_none() {
-            let s =
-                (self.connect)(self.addr).map_err(|e| Failure::Other(format!("connect: {e}")))?;
-            self.conn = Some(BufReader::new(s));
+            let s = (self.connect)(self.addr).map_err(|e| Failure::Connect(e.to_string()))?;
+            self.conn = Some(std::io::BufReader::new(s));
             self.connections += 1;
         }
-        let result = (|| {
-            let conn = self.conn.as_mut().unwrap();
-            let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
-            conn.get_mut()
-                .write_all(req.as_bytes())
-                .map_err(|e| Failure::NoResponse(format!("write: {e}")))?;
-            let mut status_line = String::new();
-            match conn.read_line(&mut status_line) {
-                Ok(0) => return Err(Failure::NoResponse("closed".into())),
-                Ok(_) => {}
-                Err(e) => return Err(Failure::NoResponse(format!("read: {e}"))),
-            }
-            let status: u16 = status_line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| Failure::Other(format!("bad status line {status_line:?}")))?;
-            let (mut length, mut close) = (None, false);
-            loop {
-                let mut line = String::new();
-                conn.read_line(&mut line)
-                    .map_err(|e| Failure::Other(format!("headers: {e}")))?;
-                let line = line.trim_end();
-                if line.is_empty() {
-                    break;
-                }
-                let (name, value) = line.split_once(':').unwrap_or((line, ""));
-                match name.trim().to_ascii_lowercase().as_str() {
-                    "content-length" => length = value.trim().parse::<usize>().ok(),
-                    "connection" => close |= value.trim().eq_ignore_ascii_case("close"),
-                    _ => {}
-                }
-            }
-            let mut body =
-                vec![0; length.ok_or_else(|| Failure::Other("no content-length".into()))?];
-            conn.read_exact(&mut body)
-                .map_err(|e| Failure::Other(format!("body: {e}")))?;
-            Ok((status, body, close))
-        })();
+        let conn = self.conn.as_mut().unwrap();
+        let result = exchange(conn, self.addr, method, path, body, false);
         match result {
             Ok((status, body, close)) => {
                 if close {
@@ -212,6 +300,92 @@ impl KeepAlive {
     }
 }
 
+/// Sends one request on `conn` and reads its response: status, body, and whether the
+/// server closes the connection after it.
+fn exchange(
+    conn: &mut std::io::BufReader<Box<dyn Stream>>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    close: bool,
+) -> Result<(u16, Vec<u8>, bool), Failure> {
+    use std::io::BufRead;
+    use std::io::ErrorKind::*;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    if close {
+        req.push_str("Connection: close\r\n");
+    }
+    if let Some(body) = body {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body.unwrap_or_default());
+    conn.get_mut()
+        .write_all(&bytes)
+        .map_err(|e| Failure::NoResponse(format!("write: {e}")))?;
+    let mut status_line = String::new();
+    match conn.read_line(&mut status_line) {
+        Ok(0) => return Err(Failure::NoResponse("closed".into())),
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) => {
+            return Err(Failure::NoResponse(format!("read: {e}")))
+        }
+        Err(e) => return Err(Failure::Other(format!("read: {e}"))),
+    }
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Failure::Other(format!("bad status line {status_line:?}")))?;
+    let (mut length, mut close) = (None, false);
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line)
+            .map_err(|e| Failure::Other(format!("headers: {e}")))?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => length = value.trim().parse::<usize>().ok(),
+            "connection" => close |= value.trim().eq_ignore_ascii_case("close"),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length.ok_or_else(|| Failure::Other("no content-length".into()))?];
+    conn.read_exact(&mut body)
+        .map_err(|e| Failure::Other(format!("body: {e}")))?;
+    Ok((status, body, close))
+}
+
+/// One request on a new connection (`Connection: close`); never retried.
+pub fn request_once(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<(u16, Vec<u8>), RequestError> {
+    request_once_with(&tcp(), addr, method, path, body)
+}
+
+/// [`request_once`] on a connection opened by `connect` (TLS, say).
+pub fn request_once_with(
+    connect: &Connector,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<(u16, Vec<u8>), RequestError> {
+    let stream = connect(addr).map_err(|e| Failure::Connect(e.to_string()).into_error(""))?;
+    let mut conn = std::io::BufReader::new(stream);
+    exchange(&mut conn, addr, method, path, body, true)
+        .map(|(status, body, _)| (status, body))
+        .map_err(|e| e.into_error(""))
+}
+
 /// GETs `path` on a new connection (`Connection: close`); returns the status.
 pub fn get_once(addr: SocketAddr, path: &str) -> Result<u16, String> {
     get_once_with(&tcp(), addr, path)
@@ -219,21 +393,7 @@ pub fn get_once(addr: SocketAddr, path: &str) -> Result<u16, String> {
 
 /// [`get_once`] on a connection opened by `connect`.
 pub fn get_once_with(connect: &Connector, addr: SocketAddr, path: &str) -> Result<u16, String> {
-    let mut stream = connect(addr).map_err(|e| format!("connect: {e}"))?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(req.as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
-    let mut out = Vec::new();
-    if let Err(e) = stream.read_to_end(&mut out) {
-        // A TLS server may close without close_notify once the response is complete.
-        if out.is_empty() || e.kind() != std::io::ErrorKind::UnexpectedEof {
-            return Err(format!("read: {e}"));
-        }
-    }
-    let text = String::from_utf8_lossy(&out);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no response: {text:?}"))
+    request_once_with(connect, addr, "GET", path, None)
+        .map(|(status, _)| status)
+        .map_err(|e| e.to_string())
 }

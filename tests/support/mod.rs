@@ -8,7 +8,9 @@
 pub mod browser;
 pub mod client;
 pub mod h2_origin;
+pub mod load;
 pub mod metrics;
+pub mod net;
 pub mod origin;
 pub mod proxy;
 pub mod redis;
@@ -16,8 +18,8 @@ pub mod tls;
 pub mod wait;
 pub mod websocket;
 
-pub use client::{get, raw, request, Response};
-pub use origin::{Failure, Origin, Recorded, Reply, TestPki};
+pub use client::{get, parse_response, raw, request, Response};
+pub use origin::{Failure, Gate, Origin, Recorded, Reply, TestPki};
 pub use proxy::{free_port, Proxy, ProxyBuilder, Reloaded};
 pub use redis::{RedisCluster, RedisServer};
 pub use wait::{poll, wait_until};

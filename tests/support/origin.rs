@@ -142,6 +142,33 @@ impl Reply {
     }
 }
 
+/// Holds back origin answers until a test lets them go: a handler calls [`Gate::wait`],
+/// the test [`Gate::open`]s it once what it wants to observe has happened (instead of an
+/// origin delay that hopes to be long enough).
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Blocks until the gate is open (60 s at most, so that a failing test still ends).
+    pub fn wait(&self) {
+        let (open, changed) = &*self.0;
+        let guard = open.lock().unwrap();
+        let _ = changed
+            .wait_timeout_while(guard, Duration::from_secs(60), |open| !*open)
+            .unwrap();
+    }
+
+    pub fn open(&self) {
+        let (open, changed) = &*self.0;
+        *open.lock().unwrap() = true;
+        changed.notify_all();
+    }
+}
+
 type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
 
 struct State {
@@ -149,6 +176,9 @@ struct State {
     handler: Arc<Handler>,
     stopped: std::sync::atomic::AtomicBool,
     requests: Mutex<Vec<Recorded>>,
+    /// Connections accepted (requests the origin could not parse are not recorded, but their
+    /// connection is counted).
+    connections: AtomicUsize,
     /// Server names clients asked for in TLS handshakes, one per connection.
     sni: Mutex<Vec<String>>,
 }
@@ -224,6 +254,7 @@ impl Origin {
                     break; // drops the listener: connections are refused from now on
                 }
                 let Ok(stream) = stream else { continue };
+                s.connections.fetch_add(1, Ordering::SeqCst);
                 let (s, per_connection) = (s.clone(), per_connection.clone());
                 thread::spawn(move || per_connection(stream, &s));
             }
@@ -342,6 +373,11 @@ impl Origin {
         self.state.requests.lock().unwrap().clone()
     }
 
+    /// How many connections were accepted.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
     /// How many requests arrived in all.
     pub fn hits(&self) -> usize {
         self.state.requests.lock().unwrap().len()
@@ -364,6 +400,7 @@ fn new_state(handler: Arc<Handler>) -> Arc<State> {
         handler,
         stopped: std::sync::atomic::AtomicBool::new(false),
         requests: Mutex::new(Vec::new()),
+        connections: AtomicUsize::new(0),
         sni: Mutex::new(Vec::new()),
     })
 }

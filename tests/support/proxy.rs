@@ -410,6 +410,32 @@ impl Proxy {
         None
     }
 
+    /// A zero-downtime upgrade, whole: starts `builder` (an [`ProxyBuilder::upgrade_of`]
+    /// this proxy), waits until it listens on the upgrade socket, sends SIGQUIT here, and
+    /// waits (30 s) until this process has handed over and exited 0. Returns the new one,
+    /// and this one, exited: keep it while the new one runs, since it owns the folder of
+    /// the pid file and the upgrade socket they share.
+    pub fn upgrade_to(mut self, builder: ProxyBuilder) -> (Proxy, Proxy) {
+        let new = Proxy::spawn_upgrade(builder);
+        let sock = self.state_dir().join("upgrade.sock");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "no upgrade socket:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.signal("QUIT");
+        let new = new.join().expect("the new process became ready");
+        let status = self
+            .wait_exit(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("the old process still runs:\n{}", self.log()));
+        assert!(status.success(), "{status}:\n{}", self.log());
+        (new, self)
+    }
+
     /// Starts the process without waiting for it to be ready (for `-u`, which waits for
     /// the running instance to hand over its sockets).
     pub fn spawn_upgrade(builder: ProxyBuilder) -> std::thread::JoinHandle<Proxy> {

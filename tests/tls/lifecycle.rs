@@ -149,7 +149,10 @@ fn upgrade_hands_the_tls_listener_over_under_load() {
                 let result = if c % 2 == 0 {
                     get_once_with(&connect, addr, &path)
                 } else {
-                    keep_alive.get(&path).map(|(status, _)| status)
+                    keep_alive
+                        .get(&path)
+                        .map(|(status, _)| status)
+                        .map_err(|e| e.to_string())
                 };
                 match result {
                     Ok(200) => {

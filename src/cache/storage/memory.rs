@@ -18,6 +18,7 @@ use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use super::inflight::{BodyBuffer, InflightBudget, ReserveIn};
 use super::{CacheBackend, Usage};
 use crate::cache::partial;
 use async_trait::async_trait;
@@ -139,6 +140,9 @@ pub struct MemoryLimits {
     pub max_entries: usize,
     pub max_object_bytes: usize,
     pub stale_retention: Duration,
+    /// Cap on the bytes of bodies being stored at once (`cache.max_inflight_size`), counted
+    /// within `max_bytes`.
+    pub max_inflight_bytes: usize,
 }
 
 pub struct MemoryStorage {
@@ -149,6 +153,7 @@ pub struct MemoryStorage {
     evictions: AtomicU64,
     expirations: AtomicU64,
     transfers: transfer::Transfers,
+    inflight: InflightBudget,
 }
 
 impl MemoryStorage {
@@ -173,6 +178,7 @@ impl MemoryStorage {
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
             transfers: transfer::Transfers::default(),
+            inflight: InflightBudget::new(limits.max_inflight_bytes),
         }
     }
 
@@ -201,7 +207,7 @@ impl MemoryStorage {
         let mut shard = self.shard(entry.primary).lock();
         shard.remove(&key);
         let mut evicted = 0;
-        while shard.bytes() + entry.weight > self.shard_max_bytes
+        while shard.bytes() + shard.reserved + entry.weight > self.shard_max_bytes
             || shard.len() + 1 > self.shard_max_entries
         {
             if shard.evict_one().is_none() {
@@ -209,12 +215,59 @@ impl MemoryStorage {
             }
             evicted += 1;
         }
+        if shard.bytes() + shard.reserved + entry.weight > self.shard_max_bytes {
+            // Only bodies still being stored are left, and they hold the room.
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "no room beside the bodies being stored",
+            );
+        }
         shard.insert(key, entry, Placement::New);
         drop(shard);
         if evicted > 0 {
             self.evictions.fetch_add(evicted, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Reserves `n` bytes for a body being stored under `primary`: in the in-flight budget,
+    /// and in the shard's bound, evicting entries to make room as a stored entry would. False
+    /// when either is full.
+    pub(super) fn reserve(&self, primary: &HashBinary, n: usize) -> bool {
+        if !self.inflight.try_reserve(n) {
+            return false;
+        }
+        let mut shard = self.shard(key_of(*primary)).lock();
+        let mut evicted = 0;
+        while shard.bytes() + shard.reserved + n > self.shard_max_bytes {
+            if shard.evict_one().is_none() {
+                break;
+            }
+            evicted += 1;
+        }
+        let fits = shard.bytes() + shard.reserved + n <= self.shard_max_bytes;
+        if fits {
+            shard.reserved += n;
+        }
+        drop(shard);
+        if evicted > 0 {
+            self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        }
+        if !fits {
+            self.inflight.release(n);
+        }
+        fits
+    }
+
+    /// Gives back what [`reserve`](Self::reserve) took.
+    pub(super) fn release(&self, primary: &HashBinary, n: usize) {
+        self.shard(key_of(*primary)).lock().reserved -= n;
+        self.inflight.release(n);
+    }
+
+    /// Bytes reserved right now for bodies being stored.
+    pub fn inflight_bytes(&self) -> usize {
+        self.inflight.reserved()
     }
 
     /// The entry stored under `key`, if it can still be used.
@@ -339,7 +392,10 @@ impl Storage for MemoryStorage {
             storage: self,
             key: partial::storage_key(key, meta),
             meta: StoredMeta::new(meta),
-            body: BodyBuffer::new(self.limits.max_object_bytes),
+            body: BodyBuffer::new(
+                self.limits.max_object_bytes,
+                ReserveIn::Memory(self, key.primary_bin()),
+            ),
         }))
     }
 
@@ -381,7 +437,7 @@ impl Storage for MemoryStorage {
         entry.removable_at = removable_at;
         // New headers can be larger than the old ones: restore the bound around this entry,
         // which goes back in as just used.
-        while shard.bytes() + entry.weight > self.shard_max_bytes {
+        while shard.bytes() + shard.reserved + entry.weight > self.shard_max_bytes {
             if shard.evict_one().is_none() {
                 break;
             }
@@ -463,50 +519,6 @@ struct MemoryMiss {
     body: BodyBuffer,
 }
 
-/// A body as it arrives, bounded by the largest cacheable object.
-pub(super) struct BodyBuffer {
-    chunks: Vec<Bytes>,
-    len: usize,
-    max: usize,
-}
-
-impl BodyBuffer {
-    pub(super) fn new(max: usize) -> Self {
-        BodyBuffer {
-            chunks: Vec::new(),
-            len: 0,
-            max,
-        }
-    }
-
-    /// Adds a chunk; an error once the body exceeds the bound (Pingora then stops filling
-    /// the cache and keeps serving the client).
-    pub(super) fn push(&mut self, data: Bytes) -> Result<()> {
-        self.len += data.len();
-        if self.len > self.max {
-            self.chunks.clear();
-            return Error::e_explain(
-                ErrorType::InternalError,
-                "body exceeds cache max object size",
-            );
-        }
-        if !data.is_empty() {
-            self.chunks.push(data);
-        }
-        Ok(())
-    }
-
-    /// One exactly sized copy: upstream chunks may be views into larger read buffers, which
-    /// would otherwise stay alive and escape the byte accounting.
-    pub(super) fn finish(self) -> Bytes {
-        let mut body = Vec::with_capacity(self.len);
-        for chunk in &self.chunks {
-            body.extend_from_slice(chunk);
-        }
-        body.into()
-    }
-}
-
 #[async_trait]
 impl HandleMiss for MemoryMiss {
     async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
@@ -516,7 +528,7 @@ impl HandleMiss for MemoryMiss {
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
         let weight = self
             .storage
-            .put_stored(&self.key, self.meta, self.body.finish())?;
+            .put_stored(&self.key, self.meta, self.body.finish()?)?;
         Ok(MissFinishType::Created(weight))
     }
 }
@@ -602,6 +614,7 @@ mod tests {
             max_entries,
             max_object_bytes: max_bytes.min(1 << 20),
             stale_retention: Duration::ZERO,
+            max_inflight_bytes: usize::MAX,
         }
     }
 
@@ -812,6 +825,7 @@ mod tests {
             max_entries: 100_000,
             max_object_bytes: 8 << 20,
             stale_retention: Duration::ZERO,
+            max_inflight_bytes: usize::MAX,
         });
         assert_eq!(s.shards.len(), 4);
         assert!(s.shard_max_bytes >= 4 * (8 << 20));

@@ -9,6 +9,7 @@
 //! it under `cache::partial::storage_key`, apart from the full response.
 
 pub mod entry;
+pub mod inflight;
 pub mod memory;
 pub mod redis;
 pub mod tiered;

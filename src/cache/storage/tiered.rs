@@ -40,7 +40,8 @@ use pingora_core::services::background::BackgroundService;
 use pingora_error::{Error, ErrorType, Result};
 use tokio::sync::{watch, Notify};
 
-use super::memory::{compact_key, BodyBuffer, MemoryHit, MemoryStorage, StoredMeta};
+use super::inflight::{BodyBuffer, InflightBudget, ReserveIn};
+use super::memory::{compact_key, MemoryHit, MemoryStorage, StoredMeta};
 use super::redis::{Event, RedisTier, Unavailable, HEALTH_INTERVAL};
 use super::{CacheBackend, L2Status, Usage};
 use crate::cache::partial;
@@ -56,6 +57,8 @@ pub struct TieredStorage {
     l2: RedisTier,
     stale_retention: Duration,
     max_object_bytes: usize,
+    /// Bodies being stored, without an in-process tier (with one, they are reserved there).
+    inflight: InflightBudget,
     /// How long a fill lock is held at most, and how long others wait behind it.
     lock_hold: Duration,
     /// Fill locks this instance holds: primary key -> (token, taken at).
@@ -63,6 +66,10 @@ pub struct TieredStorage {
     /// Waits for another instance's fill, one per URL, shared by the local requests.
     waits: Mutex<HashMap<HashBinary, WaitFuture>>,
     wakers: Mutex<HashMap<HashBinary, Arc<Notify>>>,
+    /// Redis writes this instance has started and not finished, per URL: a purge of the URL
+    /// waits for them, or a write landing after it would bring the entry back.
+    writing: Mutex<HashMap<HashBinary, usize>>,
+    written: Notify,
 }
 
 impl TieredStorage {
@@ -71,6 +78,7 @@ impl TieredStorage {
         l2: RedisTier,
         stale_retention: Duration,
         max_object_bytes: usize,
+        max_inflight_bytes: usize,
         lock_hold: Duration,
     ) -> Self {
         TieredStorage {
@@ -78,10 +86,13 @@ impl TieredStorage {
             l2,
             stale_retention,
             max_object_bytes,
+            inflight: InflightBudget::new(max_inflight_bytes),
             lock_hold,
             held: Mutex::new(HashMap::new()),
             waits: Mutex::new(HashMap::new()),
             wakers: Mutex::new(HashMap::new()),
+            writing: Mutex::new(HashMap::new()),
+            written: Notify::new(),
         }
     }
 
@@ -211,8 +222,40 @@ impl TieredStorage {
                 .put(&primary, &key.combined_bin(), &meta, &body, ttl)
                 .await;
         }
+        self.write_ended(&primary);
         if let Some(token) = token {
             self.l2.unlock(&primary, token).await;
+        }
+    }
+
+    fn write_started(&self, primary: &HashBinary) {
+        *self.writing.lock().entry(*primary).or_default() += 1;
+    }
+
+    fn write_ended(&self, primary: &HashBinary) {
+        let mut writing = self.writing.lock();
+        if let Some(n) = writing.get_mut(primary) {
+            *n -= 1;
+            if *n == 0 {
+                writing.remove(primary);
+            }
+        }
+        drop(writing);
+        self.written.notify_waiters();
+    }
+
+    /// Waits until this instance's Redis writes of `primary` are over (each is bounded by
+    /// the Redis timeout per call; `lock_hold` bounds the wait in any case).
+    async fn writes_done(&self, primary: &HashBinary) {
+        let deadline = tokio::time::Instant::now() + self.lock_hold;
+        loop {
+            let done = self.written.notified();
+            if !self.writing.lock().contains_key(primary) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -246,31 +289,39 @@ impl Storage for TieredStorage {
             // This instance is fetching it: Pingora's cache lock queues the request.
             return Ok(None);
         }
-        match self.l2.try_lock(&primary, self.lock_hold).await {
-            Ok(Some(token)) => {
-                // Another fill may have stored the entry and released its lock between our
-                // read and our lock: look once more before fetching.
-                if let Ok(Some((meta, body))) = self.l2_lookup(key).await {
-                    self.l2.unlock(&primary, token).await;
-                    REDIS_METRICS.l2_hits.inc();
-                    return Ok(Some(hit(meta, body)));
+        // Twice at most: a wait for another fill that ends without this key's entry (it
+        // stored another variant or a part, or nothing) is followed by a try of our own, so
+        // that this fetch holds the lock and the next request waits for it, not refetches.
+        for attempt in 0..2 {
+            match self.l2.try_lock(&primary, self.lock_hold).await {
+                Ok(Some(token)) => {
+                    // Another fill may have stored the entry and released its lock between
+                    // our read and our lock: look once more before fetching.
+                    if let Ok(Some((meta, body))) = self.l2_lookup(key).await {
+                        self.l2.unlock(&primary, token).await;
+                        REDIS_METRICS.l2_hits.inc();
+                        return Ok(Some(hit(meta, body)));
+                    }
+                    self.held.lock().insert(primary, (token, Instant::now()));
+                    return Ok(None);
                 }
-                self.held.lock().insert(primary, (token, Instant::now()));
-                Ok(None)
+                Ok(None) if attempt == 0 => {
+                    self.wait_for_fill(key).await;
+                    let found = match self.l1_lookup(key) {
+                        Some(found) => Some(found),
+                        None => self.l2_lookup(key).await.ok().flatten(),
+                    };
+                    if let Some((meta, body)) = found {
+                        REDIS_METRICS.l2_hits.inc();
+                        return Ok(Some(hit(meta, body)));
+                    }
+                }
+                // Another instance started a fill again: fetch without waiting twice.
+                Ok(None) => return Ok(None),
+                Err(Unavailable) => return Ok(None), // Redis cannot coordinate
             }
-            Ok(None) => {
-                self.wait_for_fill(key).await;
-                let found = match self.l1_lookup(key) {
-                    Some(found) => Some(found),
-                    None => self.l2_lookup(key).await.ok().flatten(),
-                };
-                Ok(found.map(|(meta, body)| {
-                    REDIS_METRICS.l2_hits.inc();
-                    hit(meta, body)
-                }))
-            }
-            Err(Unavailable) => Ok(None), // Redis cannot coordinate: fetch without it
         }
+        Ok(None)
     }
 
     async fn get_miss_handler(
@@ -283,7 +334,13 @@ impl Storage for TieredStorage {
             tier: self,
             key: partial::storage_key(key, meta),
             meta: StoredMeta::new(meta),
-            body: BodyBuffer::new(self.max_object_bytes),
+            body: BodyBuffer::new(
+                self.max_object_bytes,
+                match self.l1 {
+                    Some(l1) => ReserveIn::Memory(l1, key.primary_bin()),
+                    None => ReserveIn::Budget(&self.inflight),
+                },
+            ),
         }))
     }
 
@@ -302,6 +359,7 @@ impl Storage for TieredStorage {
                 .purge(PurgeTarget::Active(&key), purge_type, trace)
                 .await?;
         }
+        self.writes_done(&key.primary_bin()).await;
         if self.l2.purge(&key.primary_bin()).await == Some(true) {
             outcome = PurgeOutcome::Purged(None);
         }
@@ -357,6 +415,7 @@ impl CacheBackend for TieredStorage {
         let local = self
             .l1
             .is_some_and(|l1| l1.remove_primary(key.primary_bin()) > 0);
+        self.writes_done(&key.primary_bin()).await;
         match self.l2.purge(&key.primary_bin()).await {
             Some(shared) => Ok(local || shared),
             None => Error::e_explain(
@@ -441,7 +500,7 @@ impl HandleMiss for TieredMiss {
             meta,
             body,
         } = *self;
-        let body = body.finish();
+        let body = body.finish()?;
         let weight = body.len();
         if let Some(l1) = tier.l1 {
             if let Err(e) = l1.put_stored(&key, meta.clone(), body.clone()) {
@@ -450,6 +509,7 @@ impl HandleMiss for TieredMiss {
         }
         let token = tier.take_lock(&key.primary_bin());
         let meta = meta.to_meta();
+        tier.write_started(&key.primary_bin());
         tokio::spawn(async move { tier.write_l2(key, meta, body, token).await });
         Ok(MissFinishType::Created(weight))
     }

@@ -59,6 +59,9 @@ pub(super) struct Shard {
     small_bytes: usize,
     max_bytes: usize,
     max_entries: usize,
+    /// Bytes reserved for bodies being stored into this shard (see `inflight`): part of the
+    /// shard's bound like its entries, kept by the storage.
+    pub(super) reserved: usize,
     /// Primary key -> keys of its variants stored apart from it, so that purging a URL
     /// does not scan the shard.
     pub(super) variants: HashMap<Key, Vec<Key>>,
@@ -74,6 +77,7 @@ impl Shard {
             small_bytes: 0,
             max_bytes,
             max_entries,
+            reserved: 0,
             variants: HashMap::new(),
         }
     }
@@ -215,8 +219,11 @@ impl Shard {
     /// Removes every entry; returns how many there were.
     pub(super) fn clear(&mut self) -> usize {
         let removed = self.len();
-        // New tables: frees their memory too, not only the entries.
+        // New tables: frees their memory too, not only the entries. Reservations stay: their
+        // bodies are still arriving.
+        let reserved = self.reserved;
         *self = Shard::new(self.max_bytes, self.max_entries);
+        self.reserved = reserved;
         removed
     }
 }

@@ -203,7 +203,8 @@ impl MemoryStorage {
         if shard.contains(&key) {
             return Adopted::Present;
         }
-        if shard.bytes() + weight > self.shard_max_bytes || shard.len() + 1 > self.shard_max_entries
+        if shard.bytes() + shard.reserved + weight > self.shard_max_bytes
+            || shard.len() + 1 > self.shard_max_entries
         {
             return Adopted::Full;
         }
@@ -239,6 +240,7 @@ mod tests {
             max_entries,
             max_object_bytes: 1 << 20,
             stale_retention: Duration::ZERO,
+            max_inflight_bytes: usize::MAX,
         })
     }
 

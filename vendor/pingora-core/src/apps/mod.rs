@@ -24,6 +24,7 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::protocols::http::v1::header_read::{HeaderReadOptions, HeaderRejectionHandler};
 use crate::protocols::http::v2::server;
 use crate::protocols::http::{ReusableHttpStream, ServerSession};
 use crate::protocols::Digest;
@@ -89,6 +90,28 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// caching-proxy: the longest a whole HTTP/1 request header may take to arrive: from the
+    /// connection's start for its first request, from the first byte for later ones.
+    ///
+    /// Default: `None` (only the per-read keep-alive and read timeouts apply)
+    pub header_timeout: Option<Duration>,
+
+    /// caching-proxy: answers HTTP/1 requests refused while their header is read (too large,
+    /// too many fields, malformed, past `header_timeout`) instead of Pingora's plain 400.
+    pub header_rejection: Option<HeaderRejectionHandler>,
+}
+
+impl HttpServerOptions {
+    /// caching-proxy: the header read options of a connection's first request (`first`) or
+    /// of a later one.
+    fn header_read(&self, first: bool) -> HeaderReadOptions {
+        HeaderReadOptions {
+            timeout: self.header_timeout,
+            from_start: first,
+            on_rejection: self.header_rejection.clone(),
+        }
+    }
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -356,12 +379,18 @@ where
                 self.server_options()
                     .and_then(|opts| opts.keepalive_request_limit),
             );
+            if let Some(opts) = self.server_options() {
+                session.set_header_read_options(opts.header_read(true));
+            }
 
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
+                }
+                if let Some(opts) = self.server_options() {
+                    session.set_header_read_options(opts.header_read(false));
                 }
 
                 result = self.process_new_http(session, shutdown).await;

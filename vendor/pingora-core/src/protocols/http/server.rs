@@ -341,6 +341,14 @@ impl Session {
         }
     }
 
+    /// caching-proxy: sets how an HTTP/1 request header is read (a time bound, and who answers
+    /// a refused header). Not applicable for h2, subrequest or custom sessions.
+    pub fn set_header_read_options(&mut self, options: super::v1::header_read::HeaderReadOptions) {
+        if let Self::H1(s) = self {
+            s.set_header_read_options(options);
+        }
+    }
+
     /// Get the number of times the upstream connection connection for this
     /// session can be reused via keepalive. Not applicable for h2 or
     /// subrequest

@@ -35,6 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::body::{BodyReader, BodyWriter};
 use super::common::*;
 use super::header::HeaderWriter;
+use super::header_read::{has_request_line, HeaderReadOptions, HeaderRejection};
 use crate::protocols::http::{
     authority::validate_request_authority, body_buffer::FixedBuffer, date, HttpTask,
     ReusableHttpStream,
@@ -158,6 +159,10 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// caching-proxy: the time bound on the request header, and who answers a refused one.
+    header_read: HeaderReadOptions,
+    /// caching-proxy: why the header being read was refused, when known at the refusal.
+    header_rejected: Option<HeaderRejection>,
 }
 
 impl HttpSession {
@@ -206,7 +211,14 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            header_read: HeaderReadOptions::default(),
+            header_rejected: None,
         }
+    }
+
+    /// caching-proxy: sets how the request header is read (see [`HeaderReadOptions`]).
+    pub fn set_header_read_options(&mut self, options: HeaderReadOptions) {
+        self.header_read = options;
     }
 
     async fn read_request_buf(
@@ -275,7 +287,41 @@ impl HttpSession {
     /// Read the request header. Return `Ok(Some(n))` where the read and parsing are successful.
     /// Return `Ok(None)` when the client closed the connection without sending any data, which
     /// is common on a reused connection.
+    ///
+    /// caching-proxy: with a [`HeaderReadOptions::on_rejection`] handler, a refused header is
+    /// answered here with the handler's response, and `Ok(None)` is returned: the caller only
+    /// sees a connection that is over.
     pub async fn read_request(&mut self) -> Result<Option<usize>> {
+        self.header_rejected = None;
+        let result = self.read_request_header().await;
+        let Some(handler) = self.header_read.on_rejection.clone() else {
+            return result;
+        };
+        let rejection = match &result {
+            Ok(_) => return result,
+            Err(e) if matches!(e.etype(), InvalidHTTPHeader) => self
+                .header_rejected
+                .take()
+                .unwrap_or(HeaderRejection::Malformed),
+            Err(_) => match self.header_rejected.take() {
+                Some(timeout @ HeaderRejection::Timeout { .. }) => timeout,
+                _ => return result,
+            },
+        };
+        if let Some((resp, body)) = (handler.0)(rejection, self.client_addr()) {
+            self.set_keepalive(None);
+            if self.write_response_header(Box::new(resp)).await.is_ok() {
+                if !body.is_empty() {
+                    let _ = self.write_body(&body).await;
+                }
+                let _ = self.finish_body().await;
+            }
+            self.shutdown().await;
+        }
+        Ok(None)
+    }
+
+    async fn read_request_header(&mut self) -> Result<Option<usize>> {
         const MAX_ERR_BUF_LEN: usize = 2048;
 
         self.buf.clear();
@@ -304,11 +350,17 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        // caching-proxy: the header's deadline, from the start or from its first byte.
+        let header_timeout = self.header_read.timeout;
+        let mut deadline = header_timeout
+            .filter(|_| self.header_read.from_start || already_read > 0)
+            .map(|t| tokio::time::Instant::now() + t);
         loop {
             if already_read > MAX_HEADER_SIZE {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
                 this buffer */
+                self.header_rejected = Some(HeaderRejection::TooLarge);
                 return Error::e_explain(
                     InvalidHTTPHeader,
                     format!("Request header larger than {MAX_HEADER_SIZE}"),
@@ -323,10 +375,33 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
-                already_read += n;
             } else {
-                return Ok(None);
+                let read = match deadline {
+                    Some(deadline) => {
+                        let read = self.read_request_buf(&mut buf, already_read);
+                        match tokio::time::timeout_at(deadline, read).await {
+                            Ok(read) => read,
+                            Err(_) => {
+                                self.header_rejected = Some(HeaderRejection::Timeout {
+                                    request_line: has_request_line(&buf),
+                                });
+                                return Error::e_explain(
+                                    ReadTimedout,
+                                    format!("request header not read within {header_timeout:?}"),
+                                );
+                            }
+                        }
+                    }
+                    None => self.read_request_buf(&mut buf, already_read).await,
+                };
+                if let Some(n) = read? {
+                    already_read += n;
+                    if deadline.is_none() {
+                        deadline = header_timeout.map(|t| tokio::time::Instant::now() + t);
+                    }
+                } else {
+                    return Ok(None);
+                }
             }
 
             // Use loop as GOTO to retry escaped request buffer, not a real loop
@@ -464,6 +539,10 @@ impl HttpSession {
                         }
                         _ => {
                             debug!("Invalid request header from {:?}", self.underlying_stream);
+                            self.header_rejected = Some(match e {
+                                httparse::Error::TooManyHeaders => HeaderRejection::TooManyFields,
+                                _ => HeaderRejection::Malformed,
+                            });
                             buf.truncate(MAX_ERR_BUF_LEN);
                             return Error::e_because(
                                 InvalidHTTPHeader,
