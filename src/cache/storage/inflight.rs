@@ -330,6 +330,25 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn a_cleared_cache_keeps_the_bodies_being_stored_in_its_bound() {
+            let s = storage(MAX);
+            let key = CacheKey::new("/arriving", "");
+            let span = Span::inactive().handle();
+            let mut miss = s.get_miss_handler(&key, &meta(), &span).await.unwrap();
+            miss.write_body(Bytes::from(vec![b'y'; 16 << 10]), false)
+                .await
+                .unwrap();
+            s.clear_now();
+            for i in 0..12 {
+                store(s, &format!("/after-clear/{i}"), 8 << 10).await;
+                assert!(held(s) <= MAX, "{} > {MAX}", held(s));
+            }
+            miss.finish().await.unwrap();
+            assert_eq!(s.inflight_bytes(), 0);
+            assert!(held(s) <= MAX);
+        }
+
+        #[tokio::test]
         async fn past_the_inflight_budget_a_store_is_given_up_and_released() {
             let s = storage(20 << 10);
             let span = Span::inactive().handle();
