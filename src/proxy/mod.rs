@@ -42,19 +42,24 @@
 //!   error_while_proxy      server of the group (see `retry`)
 //! response_body_filter     collects a POST response to be stored; the client's
 //!                          range of a part
-//! logging                  stores it; a superseded partial entry out; access
-//!                          record; request metrics; the status page's top URLs
+//! logging                  stores it; a superseded partial entry out; then
+//!                          `observe`: access record, request metrics, the status
+//!                          page's top URLs
 //! ```
 //!
 //! Responses the proxy writes itself (probe and preflight answers, PURGE results, errors)
-//! skip `response_filter`, so they get the same headers through [`Proxy::own_headers`].
+//! skip `response_filter`, so they get the same headers through `own_headers` (`respond`).
+//! The state the phases share is [`RequestCtx`] (`ctx`).
 
 pub mod cors;
+mod ctx;
 pub mod edge;
 pub mod hop_by_hop;
 pub mod limits;
+mod observe;
 pub mod partial;
 pub mod post_reuse;
+mod respond;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,10 +67,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
-use log::{info, warn};
+use log::warn;
 use std::time::SystemTime;
 
-use pingora::lb::Backend;
 use pingora_cache::key::HashBinary;
 use pingora_cache::{
     CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
@@ -84,17 +88,18 @@ use crate::cache::{
 };
 use crate::config::routing::Selection;
 use crate::config::{Config, CorsConfig, LimitsConfig, UpstreamConfig};
-use crate::error::{json_body, ErrorKind};
-use crate::headers::{self, SECURITY_HEADERS, X_CACHE, X_REQUEST_ID};
-use crate::logging::{self, AccessRecord};
+use crate::error::ErrorKind;
+use crate::headers::{self, X_CACHE, X_REQUEST_ID};
 use crate::metrics::{status_class, METRICS};
 use crate::routes::{self, Route, Router};
-use crate::status::{Lookup, StatusBoard};
+use crate::status::StatusBoard;
 use crate::upstream;
 use cors::CorsDecision;
 use edge::{ClientConnection, EdgeSettings};
-use partial::{Begin, PartialHit, RangeFill};
+use partial::{Begin, RangeFill};
 use post_reuse::PendingStore;
+
+pub use ctx::RequestCtx;
 
 /// Idle upstream connections are kept this long for reuse.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -123,59 +128,6 @@ pub struct Proxy {
     limits: LimitsConfig,
 }
 
-/// Per-request state carried across the phases.
-pub struct RequestCtx {
-    /// TLS or not, HTTP/1 or h2: the scheme of the cache key and of X-Forwarded-Proto.
-    conn: ClientConnection,
-    request_id: String,
-    started: Instant,
-    /// Whether the cache was consulted for this request.
-    cache_enabled: bool,
-    /// Known once the response header is on its way.
-    cache_status: Option<CacheStatus>,
-    cors: CorsDecision,
-    error: Option<ErrorKind>,
-    /// The readiness check's own request: answered here, not logged.
-    probe: bool,
-    /// What the request's Cache-Control asks of the cache.
-    directives: RequestDirectives,
-    /// A stale stored response was served (max-stale, stale-while-revalidate, stale-if-error).
-    served_stale: bool,
-    /// The header fields of a 304 answering our revalidation, kept for the merge into the
-    /// stored response.
-    not_modified: Option<http::HeaderMap>,
-    /// When the origin was first asked for a connection, when one was ready, and when its
-    /// response header arrived.
-    upstream_started: Option<Instant>,
-    upstream_connected: Option<Instant>,
-    upstream_header: Option<Instant>,
-    route: Option<Arc<Route>>,
-    /// The protocol of an upgrade request (WebSocket): proxied as a tunnel, never cached.
-    upgrade: Option<http::HeaderValue>,
-    /// The server of the current attempt, and those that failed this request before.
-    server: Option<Backend>,
-    failed: Vec<Backend>,
-    /// A POST response being collected to be stored for GETs of its URL.
-    post_store: Option<PendingStore>,
-    /// A range request going to the origin for a partial entry.
-    range_fill: Option<RangeFill>,
-    /// The response came from the URL's partial entry.
-    partial_hit: bool,
-    limits: limits::RequestLimits,
-}
-
-impl RequestCtx {
-    /// What `X-Cache` says on a response the proxy writes itself (an error, a refusal):
-    /// nothing came from the cache.
-    fn own_response_status(&self) -> CacheStatus {
-        if self.cache_enabled {
-            CacheStatus::Miss
-        } else {
-            CacheStatus::Bypass
-        }
-    }
-}
-
 impl Proxy {
     pub fn new(
         config: &Config,
@@ -201,131 +153,6 @@ impl Proxy {
         }
     }
 
-    /// Headers every response gets. On origin responses an origin's own security header is
-    /// kept (it may need, say, `X-Frame-Options: SAMEORIGIN`); on the proxy's own responses
-    /// they are set.
-    fn own_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx, from_origin: bool) {
-        if self.security_headers {
-            for (name, value) in SECURITY_HEADERS {
-                if !from_origin || !resp.headers.contains_key(&name) {
-                    let _ = resp.insert_header(name, value);
-                }
-            }
-        }
-        let _ = resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str());
-        self.edge.apply_hsts(&ctx.conn, resp);
-        if let CorsDecision::Allow(origin) = &ctx.cors {
-            cors::apply(&self.cors, origin, resp);
-        }
-    }
-
-    /// Writes a JSON error; the connection is closed afterwards.
-    async fn respond_error(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        kind: ErrorKind,
-        message: &str,
-    ) {
-        ctx.error = Some(kind);
-        let body = json_body(kind, message, &ctx.request_id);
-        let resp = self.json_response(ctx, kind.status(), body.len());
-        if let Err(e) = session
-            .as_downstream_mut()
-            .write_error_response(resp, Bytes::from(body))
-            .await
-        {
-            warn!(
-                "failed to send error response, request_id={}: {e}",
-                ctx.request_id
-            );
-        }
-    }
-
-    /// The header of a JSON response written by the proxy itself.
-    fn json_response(&self, ctx: &RequestCtx, status: u16, len: usize) -> ResponseHeader {
-        let mut resp = ResponseHeader::build(status, Some(8)).expect("valid status");
-        let _ = resp.insert_header(header::CONTENT_TYPE, "application/json");
-        let _ = resp.insert_header(header::CONTENT_LENGTH, len);
-        let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
-        let _ = resp.insert_header(X_CACHE, ctx.own_response_status().header_value());
-        self.own_headers(&mut resp, ctx, false);
-        resp
-    }
-
-    /// `PURGE <url>`: removes the URL and all its variants, when enabled and authorised.
-    async fn purge(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        if !self.purge_enabled {
-            let message = "PURGE is not enabled (purge.enabled)";
-            self.respond_error(session, ctx, ErrorKind::MethodNotAllowed, message)
-                .await;
-            return Ok(());
-        }
-        let req = session.req_header();
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        // Without a token, only loopback clients may purge, whatever the listen address.
-        if let Err(kind) = self
-            .auth
-            .check(req.headers.get(header::AUTHORIZATION), client, true)
-        {
-            self.respond_error(session, ctx, kind, kind.default_message())
-                .await;
-            return Ok(());
-        }
-        let key = request_key(req, ctx.route.as_deref(), ctx.conn.https());
-        let purged = match self.cache.backend.remove(&key).await {
-            Ok(purged) => purged,
-            Err(e) => {
-                let message = format!("purging failed: {e}");
-                self.respond_error(session, ctx, ErrorKind::Internal, &message)
-                    .await;
-                return Ok(());
-            }
-        };
-        METRICS.admin_actions.with_label_values(&["purge"]).inc();
-        info!(
-            "PURGE {}: {}",
-            req.uri,
-            if purged { "removed" } else { "not cached" }
-        );
-        ctx.cache_status = Some(CacheStatus::Bypass);
-        let mut body = serde_json::to_vec(&serde_json::json!({"purged": purged}))
-            .expect("JSON values serialise");
-        body.push(b'\n');
-        let resp = self.json_response(ctx, 200, body.len());
-        session.write_response_header(Box::new(resp), false).await?;
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await
-    }
-}
-
-impl Proxy {
-    /// Answers from the URL's partial entry; the response goes through `response_filter`
-    /// like any hit.
-    async fn serve_partial(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        hit: PartialHit,
-    ) -> Result<()> {
-        let PartialHit {
-            mut header,
-            body,
-            stale,
-        } = hit;
-        ctx.partial_hit = true;
-        ctx.served_stale |= stale;
-        self.response_filter(session, &mut header, ctx).await?;
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session.write_response_body(Some(body), true).await
-    }
-
     /// Marks the current server failed for this request; whether another may be tried.
     fn retry(&self, ctx: &mut RequestCtx) -> bool {
         let Some(route) = ctx.route.as_ref() else {
@@ -342,19 +169,6 @@ impl Proxy {
                 .inc();
         }
         again
-    }
-
-    fn count_upstream(&self, ctx: &RequestCtx, class: &str) {
-        if let (Some(route), Some(server)) = (&ctx.route, &ctx.server) {
-            METRICS
-                .upstream_requests
-                .with_label_values(&[
-                    route.upstream.name.as_str(),
-                    server.addr.to_string().as_str(),
-                    class,
-                ])
-                .inc();
-        }
     }
 }
 
@@ -996,79 +810,7 @@ impl ProxyHttp for Proxy {
             let key = request_key(session.req_header(), ctx.route.as_deref(), ctx.conn.https());
             self.cache.backend.fill_done(&key).await;
         }
-        let req = session.req_header();
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let cache_status = ctx
-            .cache_status
-            .unwrap_or_else(|| ctx.own_response_status());
-        let cache = cache_status.as_str();
-        self.status.top.record(
-            key::request_host(req),
-            req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-            Lookup::of(cache_status),
-        );
-        let elapsed = ctx.started.elapsed();
-        let route = ctx.route.as_ref().map_or("none", |r| r.name.as_str());
-        // The duration first: a scrape that sees a request counted sees its duration too.
-        METRICS
-            .request_duration
-            .with_label_values(&[cache])
-            .observe(elapsed.as_secs_f64());
-        METRICS
-            .requests
-            .with_label_values(&[
-                method_label(&req.method),
-                status_class(status),
-                cache,
-                route,
-            ])
-            .inc();
-        if !logging::access_enabled() {
-            return;
-        }
-        let cause = e.map(|e| e.to_string());
-        let upstream_ms = ctx.upstream_started.and_then(|start| {
-            ctx.upstream_header
-                .map(|end| (end - start).as_secs_f64() * 1000.0)
-        });
-        logging::access(&AccessRecord {
-            timestamp: AccessRecord::timestamp(),
-            request_id: &ctx.request_id,
-            client: session.client_addr().map(|a| a.to_string()),
-            method: req.method.as_str(),
-            path: req.uri.path(),
-            query: req.uri.query(),
-            status,
-            protocol: ctx.conn.protocol,
-            tls: ctx.conn.tls,
-            cache,
-            bytes_sent: session.as_downstream().body_bytes_sent(),
-            duration_ms: elapsed.as_secs_f64() * 1000.0,
-            upstream_ms,
-            origin: ctx.server.as_ref().map(|s| s.addr.to_string()),
-            user_agent: req
-                .headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok()),
-            error: ctx.error.map(ErrorKind::code).or(cause.as_deref()),
-        });
-    }
-}
-
-/// The method as a metric label: the standard ones, everything else as OTHER, so clients
-/// cannot create label values at will.
-fn method_label(method: &http::Method) -> &'static str {
-    use http::Method;
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        _ if method.as_str() == "PURGE" => "PURGE",
-        _ => "OTHER",
+        self.observe(session, e, ctx);
     }
 }
 

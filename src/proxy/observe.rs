@@ -1,0 +1,106 @@
+//! What a finished request leaves behind: its metrics, its count in the status page's
+//! top URLs, and its access record.
+
+use http::header;
+use pingora_error::Error;
+use pingora_proxy::Session;
+
+use super::{Proxy, RequestCtx};
+use crate::cache::key;
+use crate::error::ErrorKind;
+use crate::logging::{self, AccessRecord};
+use crate::metrics::{status_class, METRICS};
+use crate::status::Lookup;
+
+impl Proxy {
+    /// Records a finished request (the `logging` phase, once the cache's work is done).
+    pub(super) fn observe(&self, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+        let req = session.req_header();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let cache_status = ctx
+            .cache_status
+            .unwrap_or_else(|| ctx.own_response_status());
+        let cache = cache_status.as_str();
+        self.status.top.record(
+            key::request_host(req),
+            req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            Lookup::of(cache_status),
+        );
+        let elapsed = ctx.started.elapsed();
+        let route = ctx.route.as_ref().map_or("none", |r| r.name.as_str());
+        // The duration first: a scrape that sees a request counted sees its duration too.
+        METRICS
+            .request_duration
+            .with_label_values(&[cache])
+            .observe(elapsed.as_secs_f64());
+        METRICS
+            .requests
+            .with_label_values(&[
+                method_label(&req.method),
+                status_class(status),
+                cache,
+                route,
+            ])
+            .inc();
+        if !logging::access_enabled() {
+            return;
+        }
+        let cause = e.map(|e| e.to_string());
+        let upstream_ms = ctx.upstream_started.and_then(|start| {
+            ctx.upstream_header
+                .map(|end| (end - start).as_secs_f64() * 1000.0)
+        });
+        logging::access(&AccessRecord {
+            timestamp: AccessRecord::timestamp(),
+            request_id: &ctx.request_id,
+            client: session.client_addr().map(|a| a.to_string()),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            query: req.uri.query(),
+            status,
+            protocol: ctx.conn.protocol,
+            tls: ctx.conn.tls,
+            cache,
+            bytes_sent: session.as_downstream().body_bytes_sent(),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            upstream_ms,
+            origin: ctx.server.as_ref().map(|s| s.addr.to_string()),
+            user_agent: req
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+            error: ctx.error.map(ErrorKind::code).or(cause.as_deref()),
+        });
+    }
+
+    /// Counts a response of the current server of the request's upstream group, by class.
+    pub(super) fn count_upstream(&self, ctx: &RequestCtx, class: &str) {
+        if let (Some(route), Some(server)) = (&ctx.route, &ctx.server) {
+            METRICS
+                .upstream_requests
+                .with_label_values(&[
+                    route.upstream.name.as_str(),
+                    server.addr.to_string().as_str(),
+                    class,
+                ])
+                .inc();
+        }
+    }
+}
+
+/// The method as a metric label: the standard ones, everything else as OTHER, so clients
+/// cannot create label values at will.
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ if method.as_str() == "PURGE" => "PURGE",
+        _ => "OTHER",
+    }
+}
