@@ -78,6 +78,26 @@ struct Entry {
     freq: u8,
 }
 
+impl Entry {
+    /// A new entry, not yet read.
+    fn new(
+        primary: Key,
+        meta: StoredMeta,
+        body: Bytes,
+        weight: usize,
+        removable_at: SystemTime,
+    ) -> Self {
+        Entry {
+            primary,
+            meta,
+            body,
+            weight,
+            removable_at,
+            freq: 0,
+        }
+    }
+}
+
 /// A [`CacheMeta`] kept as its parts, the header compact (see [`compact`]). A hit rebuilds
 /// the meta from them; deserializing a stored meta would decompress and parse the header on
 /// every hit. (Fields Pingora does not persist, such as extensions, are not kept either.)
@@ -319,17 +339,7 @@ impl MemoryStorage {
         let (k, primary) = (key_of(key.combined_bin()), key_of(key.primary_bin()));
         let weight = entry_weight(body.len(), &meta, k != primary);
         let removable_at = meta.removable_at(self.limits.stale_retention);
-        self.insert(
-            k,
-            Entry {
-                primary,
-                meta,
-                body,
-                weight,
-                removable_at,
-                freq: 0,
-            },
-        )?;
+        self.insert(k, Entry::new(primary, meta, body, weight, removable_at))?;
         Ok(weight)
     }
 

@@ -283,14 +283,7 @@ mod tests {
     fn entry(weight: usize) -> Entry {
         let now = SystemTime::now();
         let meta = CacheMeta::new(now, now, 0, 0, ResponseHeader::build(200, None).unwrap());
-        Entry {
-            primary: 0,
-            meta: StoredMeta::new(&meta),
-            body: Bytes::new(),
-            weight,
-            removable_at: now,
-            freq: 0,
-        }
+        Entry::new(0, StoredMeta::new(&meta), Bytes::new(), weight, now)
     }
 
     /// Keys whose fingerprints differ (the ghost list keys by the top 32 bits).

@@ -208,14 +208,7 @@ impl MemoryStorage {
         {
             return Adopted::Full;
         }
-        let entry = Entry {
-            primary,
-            meta,
-            body,
-            weight,
-            removable_at,
-            freq: 0,
-        };
+        let entry = Entry::new(primary, meta, body, weight, removable_at);
         shard.insert(key, entry, Placement::Adopted);
         Adopted::Stored
     }
