@@ -33,6 +33,12 @@ pub const FORMAT_VERSION: u8 = 1;
 /// Bodies up to this size live inside the meta value (one round trip per hit); larger ones
 /// are split in chunks of this size, so no single Redis value is many MiB.
 pub const CHUNK_BYTES: usize = 512 << 10;
+/// The largest body an entry holds (8,192 chunks). A value comes from Redis or another
+/// process and may be corrupt or hostile: one announcing more is refused before anything
+/// is allocated or fetched for it (the fuzz target `redis_entry` once made a reader
+/// allocate the 2^61 bytes a value claimed, which aborts the process). Larger bodies are
+/// not written.
+pub const MAX_BODY_BYTES: usize = 8192 * CHUNK_BYTES;
 
 /// Why a value was not accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -239,7 +245,10 @@ pub fn decode(value: Bytes) -> Result<EntryHead, DecodeError> {
             .append_header(name, value)
             .map_err(|_| DecodeError::Malformed("field"))?;
     }
-    let body_len = usize::try_from(r.u64()?).map_err(|_| DecodeError::Malformed("body length"))?;
+    let body_len = usize::try_from(r.u64()?)
+        .ok()
+        .filter(|len| *len <= MAX_BODY_BYTES)
+        .ok_or(DecodeError::Malformed("body length"))?;
     let chunks = r.u32()?;
     let generation = r.u64()?;
     // Inline (any size), or exactly the chunks its length needs.
@@ -273,13 +282,21 @@ pub fn join_chunks(head: &EntryHead, chunks: Vec<Option<Bytes>>) -> Result<Bytes
     if chunks.len() != head.chunks as usize {
         return Err(DecodeError::Truncated);
     }
-    let mut body = BytesMut::with_capacity(head.body_len);
+    // Every chunk checked before the body is allocated: its size is then the chunks' own.
+    let mut parts = Vec::with_capacity(chunks.len());
     for (i, c) in chunks.into_iter().enumerate() {
         let c = c.ok_or(DecodeError::Truncated)?;
-        let expected = (head.body_len - i * CHUNK_BYTES).min(CHUNK_BYTES);
+        let expected = head
+            .body_len
+            .saturating_sub(i * CHUNK_BYTES)
+            .min(CHUNK_BYTES);
         if c.len() != expected {
             return Err(DecodeError::Malformed("chunk length"));
         }
+        parts.push(c);
+    }
+    let mut body = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+    for c in parts {
         body.put_slice(&c);
     }
     Ok(body.freeze())
@@ -357,6 +374,26 @@ mod tests {
             decode(value.into()).err(),
             Some(DecodeError::Malformed("chunk count"))
         );
+    }
+
+    #[test]
+    fn a_value_claiming_a_huge_body_is_refused_before_any_allocation() {
+        let body: Bytes = vec![7u8; CHUNK_BYTES + 1].into();
+        let value = encode(&meta(), &body, 1).to_vec();
+        let at = value.len() - 20; // body_len u64, chunks u32, generation u64
+                                   // 2^61 + 512 KiB: its chunk count truncated to u32 is 1, as the value says... so far.
+        for (len, chunks) in [((1u64 << 61) + (512 << 10), 1u32), (u64::MAX, 0)] {
+            let mut hostile = value.clone();
+            hostile[at..at + 8].copy_from_slice(&len.to_be_bytes());
+            hostile[at + 8..at + 12].copy_from_slice(&chunks.to_be_bytes());
+            assert_eq!(
+                decode(hostile.into()).err(),
+                Some(DecodeError::Malformed("body length")),
+                "{len}"
+            );
+        }
+        let largest = chunk_count(MAX_BODY_BYTES);
+        assert_eq!(largest, 8192);
     }
 
     #[test]

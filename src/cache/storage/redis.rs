@@ -479,6 +479,13 @@ impl RedisTier {
         body: &Bytes,
         ttl: Duration,
     ) -> bool {
+        if body.len() > entry::MAX_BODY_BYTES {
+            debug!(
+                "redis: not storing a body of {} bytes (over the entry format's bound)",
+                body.len()
+            );
+            return false;
+        }
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let generation: u64 = rand::random();
         let chunks = entry::chunk_count(body.len());
