@@ -107,7 +107,15 @@ fn origin_http2_offers_h2_and_multiplexes() {
         assert_eq!((r.status, r.body), (200, format!("h2 /p{i}")));
     }
     assert_eq!(get(&proxy.url("/warm")).x_cache(), "HIT");
-    assert_eq!(origin.protocols(), ["h2"], "one h2 connection for all");
+    // Multiplexed: the six requests (five at once) share h2 connections. Usually one; when
+    // the five arrive while the first connection is between its stream's end and its return
+    // to Pingora's pool, a second is opened, so "at most 3" rather than "exactly 1" (with one
+    // stream per connection the five concurrent requests would open five).
+    let protocols = origin.protocols();
+    assert!(
+        protocols.iter().all(|p| p == "h2") && !protocols.is_empty() && protocols.len() <= 3,
+        "h2 connections shared by the requests: {protocols:?}"
+    );
 }
 
 /// Without `upstream.http2` the origin is asked over HTTP/1.1; an upstream group's own
