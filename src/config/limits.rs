@@ -100,14 +100,8 @@ pub(super) fn resolve(r: &Resolver) -> Result<LimitsConfig, ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Cli, Config};
+    use super::super::load_with_origin as load;
     use super::*;
-
-    fn load(args: &[&str]) -> Result<Config, ConfigError> {
-        let mut argv = vec!["caching-proxy", "--origin", "http://127.0.0.1:9000"];
-        argv.extend_from_slice(args);
-        Config::load(&Cli::try_parse_from(argv).unwrap())
-    }
 
     fn error(args: &[&str]) -> String {
         load(args).unwrap_err().to_string()

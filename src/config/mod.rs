@@ -596,6 +596,15 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
     })
 }
 
+/// The configuration of `--origin http://127.0.0.1:9000` plus `args`, as the config
+/// modules' tests load it.
+#[cfg(test)]
+pub(crate) fn load_with_origin(args: &[&str]) -> Result<Config, ConfigError> {
+    let mut argv = vec!["caching-proxy", "--origin", "http://127.0.0.1:9000"];
+    argv.extend_from_slice(args);
+    Config::load(&Cli::try_parse_from(argv).unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

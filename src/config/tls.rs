@@ -206,14 +206,8 @@ pub(super) fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Cli, Config};
+    use crate::config::load_with_origin as load;
     use crate::tls::certs::tests::{now, write_pair};
-
-    fn load(args: &[&str]) -> Result<Config, ConfigError> {
-        let mut argv = vec!["caching-proxy", "--origin", "http://127.0.0.1:9000"];
-        argv.extend_from_slice(args);
-        Config::load(&Cli::try_parse_from(argv).unwrap())
-    }
 
     const DAY: i64 = 86_400;
 
