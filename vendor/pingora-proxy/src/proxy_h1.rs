@@ -324,12 +324,20 @@ where
                 },
 
                 body = rx.recv(), if !request_done => {
+                    // The end of the upgrade request's own body is a plain `Body` task, queued
+                    // before the upstream answered. When the 101 was read first, that end is
+                    // not the end of the upgraded stream (cloudflare/pingora#946).
+                    let request_body_end = matches!(body, Some(HttpTask::Body(_, true)));
                     match send_body_to1(client_session, body).await {
                         Ok(send_done) => {
                             request_done = send_done;
                             // An upgraded request is terminated when either side is done
                             if request_done && client_session.was_upgraded() {
-                                response_done = true;
+                                if request_body_end {
+                                    request_done = false;
+                                } else {
+                                    response_done = true;
+                                }
                             }
                         },
                         Err(e) => {
