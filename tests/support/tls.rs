@@ -400,11 +400,31 @@ pub fn h2_requests(
     tls: Option<(&ClientTls, &str)>,
     requests: &[H2Request],
 ) -> Result<(Vec<Response>, Option<Handshake>), String> {
+    h2_run(addr, tls, requests, false)
+}
+
+/// As [`h2_requests`], but every request is sent before any response is read, and the
+/// responses are read side by side: concurrent streams on one connection. Gives up after
+/// 20 s (a response that never completes).
+pub fn h2_requests_at_once(
+    addr: SocketAddr,
+    tls: Option<(&ClientTls, &str)>,
+    requests: &[H2Request],
+) -> Result<(Vec<Response>, Option<Handshake>), String> {
+    h2_run(addr, tls, requests, true)
+}
+
+fn h2_run(
+    addr: SocketAddr,
+    tls: Option<(&ClientTls, &str)>,
+    requests: &[H2Request],
+    at_once: bool,
+) -> Result<(Vec<Response>, Option<Handshake>), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    let run = async {
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -432,11 +452,16 @@ pub fn h2_requests(
                         .map(|c| c.to_vec())
                         .unwrap_or_default(),
                 };
-                let responses = h2_exchange(stream, "https", requests).await?;
+                let responses = h2_exchange(stream, "https", requests, at_once).await?;
                 Ok((responses, Some(info)))
             }
-            None => Ok((h2_exchange(tcp, "http", requests).await?, None)),
+            None => Ok((h2_exchange(tcp, "http", requests, at_once).await?, None)),
         }
+    };
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .map_err(|_| "no complete answer within 20 s".to_owned())?
     })
 }
 
@@ -444,6 +469,7 @@ async fn h2_exchange<S>(
     io: S,
     scheme: &str,
     requests: &[H2Request<'_>],
+    at_once: bool,
 ) -> Result<Vec<Response>, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -453,6 +479,7 @@ where
         .map_err(|e| format!("h2 handshake: {e}"))?;
     let driver = tokio::spawn(connection);
     let mut out = Vec::new();
+    let mut pending = Vec::new();
     for r in requests {
         let req = http::Request::builder()
             .method(r.method)
@@ -463,31 +490,43 @@ where
         let (response, _) = client
             .send_request(req, true)
             .map_err(|e| format!("h2 send: {e}"))?;
-        let response = response.await.map_err(|e| format!("h2 response: {e}"))?;
-        let status = response.status().as_u16();
-        let mut headers = HashMap::new();
-        for (name, value) in response.headers() {
-            headers.insert(
-                name.as_str().to_owned(),
-                value.to_str().unwrap_or_default().to_owned(),
-            );
+        if at_once {
+            // Read side by side: one stream's unread body must not hold back another's.
+            pending.push(tokio::spawn(h2_response(response)));
+        } else {
+            out.push(h2_response(response).await?);
         }
-        let mut body = response.into_body();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.map_err(|e| format!("h2 body: {e}"))?;
-            let _ = body.flow_control().release_capacity(chunk.len());
-            bytes.extend_from_slice(&chunk);
-        }
-        out.push(Response {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&bytes).into_owned(),
-        });
+    }
+    for response in pending {
+        out.push(response.await.map_err(|e| e.to_string())??);
     }
     drop(client);
     driver.abort();
     Ok(out)
+}
+
+async fn h2_response(response: h2::client::ResponseFuture) -> Result<Response, String> {
+    let response = response.await.map_err(|e| format!("h2 response: {e}"))?;
+    let status = response.status().as_u16();
+    let mut headers = HashMap::new();
+    for (name, value) in response.headers() {
+        headers.insert(
+            name.as_str().to_owned(),
+            value.to_str().unwrap_or_default().to_owned(),
+        );
+    }
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| format!("h2 body: {e}"))?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    })
 }
 
 /// A ClientHello offering only `version` (0x0302: TLS 1.1, 0x0303: TLS 1.2), with ECDHE

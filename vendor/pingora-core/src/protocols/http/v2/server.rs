@@ -80,6 +80,8 @@ pub fn default_h2_options() -> H2Options {
 /// used. See [`H2Options`] for more details.
 pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Connection<Stream>> {
     let options = options.unwrap_or_else(default_h2_options);
+    // caching-proxy: fewer sends on a busy connection (see deferred_flush.rs).
+    let io: Stream = Box::new(super::deferred_flush::DeferredFlush::new(io));
     let res = options.handshake(io).await;
 
     match res {
