@@ -12,6 +12,8 @@
 //! `Connection: close`, since the service is stopping) before waiting connections are
 //! dropped. The bound is within the grace period, so the exit is never delayed.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,12 +49,19 @@ impl<A> HttpServerApp for ServeAccepted<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    async fn process_new_http(
-        self: &Arc<Self>,
+    // Not `async`: it hands back the proxy's own future (already boxed by `async_trait`),
+    // so each request's session is not moved into one more future on its way in.
+    fn process_new_http<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
         session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        self.inner.process_new_http(session, shutdown).await
+        shutdown: &'life1 ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.inner.process_new_http(session, shutdown)
     }
 
     fn h2_options(&self) -> Option<H2Options> {
