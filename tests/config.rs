@@ -5,7 +5,7 @@ mod support;
 
 use std::path::Path;
 
-use support::proxy::{conf_dir, listens, run};
+use support::proxy::{conf_dir, free_ports, listens, run};
 use support::{free_port, get, Origin, ProxyBuilder};
 
 fn write_config(dir: &Path, text: &str) -> String {
@@ -20,7 +20,7 @@ fn write_config(dir: &Path, text: &str) -> String {
 fn flag_beats_env_beats_file() {
     let origin = Origin::cacheable();
     let dir = tempfile::tempdir().unwrap();
-    let (file_port, env_port, flag_port) = (free_port(), free_port(), free_port());
+    let [file_port, env_port, flag_port] = free_ports::<3>();
     let conf = write_config(
         dir.path(),
         &format!("listen:\n  port: {file_port}\ncache:\n  default_ttl: 1m\n"),

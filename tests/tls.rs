@@ -8,12 +8,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::client::raw;
-use support::proxy::run;
+use support::proxy::{free_ports, run};
 use support::tls::{
     client_hello, first_record, h2_requests, h2_requests_at_once, Ca, CertFiles, ClientTls,
     H2Request,
 };
-use support::{free_port, get, request, Origin, ProxyBuilder, Reply};
+use support::{get, request, Origin, ProxyBuilder, Reply};
 
 #[path = "tls/lifecycle.rs"]
 mod lifecycle;
@@ -361,14 +361,15 @@ fn startup_validation_errors_exit_2_naming_the_key() {
         "",
     ];
     for ((extra, key), problem) in cases.iter().zip(problems) {
-        let (port, tls_port) = (free_port(), free_port());
+        // Distinct ports: two draws of `free_port` can give the same one.
+        let [port, tls_port, admin_port] = free_ports::<3>();
         let mut args = vec![
             "--origin".to_string(),
             "http://127.0.0.1:9".into(),
             "--port".into(),
             port.to_string(),
             "--admin-port".into(),
-            free_port().to_string(),
+            admin_port.to_string(),
             "--tls-port".into(),
             tls_port.to_string(),
         ];
