@@ -452,8 +452,16 @@ impl Proxy {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return Err(format!("exited with {status}:\n{}", self.log()));
             }
-            // Another test's process may hold the port this one was given: only an answer
-            // naming our own process counts.
+            // Another test's process may hold the port this one was given: ask only once our
+            // own process listens on it (a request to another test's proxy port would reach
+            // that test's origin), and only an answer naming our own process counts.
+            if !listens_on(self.child.id(), self.admin_port) {
+                if Instant::now() > deadline {
+                    return Err(format!("not listening after 30 s:\n{}", self.log()));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
             let answer = agent
                 .get(&self.admin_url("/health/ready"))
                 .call()
@@ -484,6 +492,37 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port` (Linux `/proc`; elsewhere
+/// assumed).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true;
+    };
+    // Columns: sl local_address rem_address st ... inode (the 10th).
+    let listening: std::collections::HashSet<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols.get(1)?.rsplit(':').next()?;
+            let ours = u16::from_str_radix(local_port, 16).ok()? == port;
+            (ours && *cols.get(3)? == "0A").then(|| cols.get(9).copied())?
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| {
+            let target = target.to_string_lossy();
+            target
+                .strip_prefix("socket:[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .is_some_and(|inode| listening.contains(inode))
+        })
+    })
 }
 
 /// Runs the binary to completion (for `-t`, `--clear-cache` and configuration errors).
