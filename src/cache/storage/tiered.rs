@@ -247,6 +247,10 @@ impl TieredStorage {
     /// Waits until this instance's Redis writes of `primary` are over (each is bounded by
     /// the Redis timeout per call; `lock_hold` bounds the wait in any case).
     async fn writes_done(&self, primary: &HashBinary) {
+        // The common case, on every lookup that reaches Redis: nothing in flight.
+        if !self.writing.lock().contains_key(primary) {
+            return;
+        }
         let deadline = tokio::time::Instant::now() + self.lock_hold;
         loop {
             let done = self.written.notified();
@@ -275,6 +279,10 @@ impl Storage for TieredStorage {
             REDIS_METRICS.l1_hits.inc();
             return Ok(Some(hit(meta, body)));
         }
+        // A fill of this instance stores into Redis after Pingora has released the cache
+        // lock: a lookup in between would read the entry it replaces (and, if that one is
+        // stale, fetch once more). Wait for that write, as purge and remove do.
+        self.writes_done(&key.primary_bin()).await;
         match self.l2_lookup(key).await {
             Ok(Some((meta, body))) => {
                 REDIS_METRICS.l2_hits.inc();
