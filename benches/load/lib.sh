@@ -15,6 +15,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 PROXY_BIN=${PROXY_BIN:-$TARGET_DIR/release/caching-proxy}
 ORIGIN_BIN="$TARGET_DIR/release/examples/bench_origin"
 BURST_BIN="$TARGET_DIR/release/examples/bench_burst"
+HANDSHAKE_BIN="$TARGET_DIR/release/examples/bench_handshakes"
 # Servers on one core, the load generator and the origin on the other.
 CPU_SERVER=${CPU_SERVER:-0}
 CPU_CLIENT=${CPU_CLIENT:-1}
@@ -106,7 +107,7 @@ ensure_packages() {
 build() {
     log "building caching-proxy and the bench examples (release)"
     (cd "$ROOT" && cargo build --release --locked -q &&
-        cargo build --release --locked -q --example bench_origin --example bench_burst)
+        cargo build --release --locked -q --example bench_origin --example bench_burst --example bench_handshakes)
 }
 
 # N distinct free ports on 127.0.0.1, drawn at random from 10000-19999: below the kernel's

@@ -7,12 +7,12 @@
 #
 #   tlshit1k   1 KiB HIT over HTTPS/1.1, 64 keep-alive connections (wrk)
 #   h2hit1k    1 KiB HIT over HTTP/2, 64 connections x 10 streams (h2load)
-#   handshake  new TLS 1.3 connections, one request each (h2load in batches): handshakes per
+#   handshake  new TLS 1.3 connections, one request each (bench_handshakes): handshakes per
 #              second and the server's CPU time per handshake
 
 TLS_ROWS=(tlshit1k h2hit1k handshake)
-# Connections per h2load batch of the handshake row (all opened at once, one request each).
-HANDSHAKE_BATCH=${HANDSHAKE_BATCH:-100}
+# Connections in flight at once in the handshake row (each one new connection after the other).
+HANDSHAKE_CONNECTIONS=${HANDSHAKE_CONNECTIONS:-64}
 
 # A self-signed ECDSA P-256 certificate for localhost and 127.0.0.1: sets TLS_CERT, TLS_KEY.
 make_tls_certificate() {
@@ -92,46 +92,50 @@ h2load_row() {
     done
 }
 
-# The handshake row: handshake_row ROW LABEL PATH SERVER... For DURATION seconds, h2load
-# batches of HANDSHAKE_BATCH new connections (HTTP/1.1 over TLS 1.3, one request each, no
-# session resumption: h2load keeps no session cache), one batch after the other. req/s is
-# handshakes per second; mean and max are h2load's "time for connect" (TCP and TLS).
+# The handshake row: handshake_row ROW LABEL PATH SERVER... For DURATION seconds,
+# HANDSHAKE_CONNECTIONS connections at a time, each a new TLS 1.3 connection (no resumption,
+# HTTP/1.1, one request with Connection: close) made by bench_handshakes on the client CPU.
+# req/s is handshakes per second (connections answered 200); p50/p99/mean/max the time to
+# connect (TCP and TLS).
 handshake_row() {
-    local row=$1 label=$2 path=$3 s url before after ticks t0 cpu end batch wall cpu_ms
-    local rps ok errors mean max cmean cmax proto total failed cmean_sum cmax_all
+    local row=$1 label=$2 path=$3 s addr before after ticks t0 cpu wall cpu_ms json total
     shift 3
     begin_row "$row" "$label" "$@"
     for s in "${ORDER[@]}"; do
-        url="https://127.0.0.1:${PORT[$s]}$path"
-        curl -sk -o /dev/null "$url"
+        addr="127.0.0.1:${PORT[$s]}"
+        curl -sk -o /dev/null "https://$addr$path"
         if ((WARMUP > 0)); then
-            run_h2load "$WORK/$row-$s-warmup.txt" 60 --h1 -c "$HANDSHAKE_BATCH" -n "$HANDSHAKE_BATCH" "$url"
+            run_handshakes "$WORK/$row-$s-warmup.json" "$addr" "$path" "$WARMUP" >/dev/null
         fi
         before=$(origin_count)
-        total=0 failed=0 cmean_sum=0 cmax_all=0 batch=0
         ticks=$(server_ticks "$s") t0=$(now_ns)
-        end=$((SECONDS + DURATION))
-        while ((SECONDS < end)); do
-            batch=$((batch + 1))
-            run_h2load "$WORK/$row-$s.txt" 60 --h1 -c "$HANDSHAKE_BATCH" -n "$HANDSHAKE_BATCH" "$url"
-            read -r rps ok errors mean max cmean cmax proto < <(parse_h2load "$WORK/$row-$s.txt")
-            [[ $proto == TLSv1.3 ]] || die "$row ${NAME[$s]}: negotiated $proto, not TLSv1.3"
-            total=$((total + ok)) failed=$((failed + errors))
-            cmean_sum=$(calc %.3f "$cmean_sum + $cmean * $ok")
-            cmax_all=$(calc %.3f "($cmax > $cmax_all) ? $cmax : $cmax_all")
-        done
+        json=$(run_handshakes "$WORK/$row-$s.json" "$addr" "$path" "$DURATION")
         wall=$(calc %.3f "($(now_ns) - $t0) / 1e9")
         ticks=$(($(server_ticks "$s") - ticks))
-        cpu=$(calc %.0f "100 * $ticks / $CLK_TCK / $wall")
         after=$(origin_count)
+        [[ $(jq -r '.versions | keys | join(",")' <<<"$json") == TLSv1.3 ]] ||
+            die "$row ${NAME[$s]}: not all TLS 1.3: $json"
+        total=$(jq -r .handshakes <<<"$json")
+        cpu=$(calc %.0f "100 * $ticks / $CLK_TCK / $wall")
         cpu_ms=$(calc %.3f "1000 * $ticks / $CLK_TCK / ($total > 0 ? $total : 1)")
         put "$row" "$s" requests "$total"
         put "$row" "$s" cpu_ms "$cpu_ms"
-        log "$row ${NAME[$s]}: $total handshakes in $batch batches of $HANDSHAKE_BATCH, server CPU $cpu_ms ms per handshake"
-        record "$row" "$s" "$(calc %.0f "$total / $wall")" - - \
-            "$(calc %.3f "$cmean_sum / ($total > 0 ? $total : 1)")" "$cmax_all" \
-            "$(server_rss "$s")" $((after - before)) "$failed" "$cpu"
+        log "$row ${NAME[$s]}: $json; server CPU $cpu_ms ms per handshake"
+        record "$row" "$s" "$(jq -r .rate <<<"$json")" \
+            "$(jq -r .p50_ms <<<"$json")" "$(jq -r .p99_ms <<<"$json")" \
+            "$(jq -r .mean_ms <<<"$json")" "$(jq -r .max_ms <<<"$json")" \
+            "$(server_rss "$s")" $((after - before)) "$(jq -r .errors <<<"$json")" "$cpu"
     done
+}
+
+# Runs bench_handshakes on the client CPU and prints its JSON line:
+# run_handshakes OUTFILE ADDR PATH SECONDS
+run_handshakes() {
+    local out=$1
+    taskset -c "$CPU_CLIENT" timeout $(($4 + 30)) \
+        "$HANDSHAKE_BIN" "$2" "$3" "$HANDSHAKE_CONNECTIONS" "$4" >"$out" 2>&1 ||
+        { cat "$out" >&2; die "bench_handshakes failed: $*"; }
+    cat "$out"
 }
 
 # The TLS rows' part of the notes under the table (nothing when none ran).
@@ -140,11 +144,11 @@ tls_notes() {
     echo "TLS rows (caching-proxy beside nginx, n/a: Varnish has no TLS): the same servers as the"
     echo "plain rows, on their TLS listeners, with one ECDSA P-256 certificate. HTTPS/1.1: wrk, 64"
     echo "keep-alive connections. HTTP/2: h2load -t1 -c64 -m10 (no percentiles: p50/p99 are -; mean"
-    echo "and max per request). Handshakes: h2load batches of $HANDSHAKE_BATCH new connections, one"
-    echo "request each, TLS 1.3, no resumption; req/s is handshakes per second, mean/max the time to"
-    echo "connect (TCP + TLS). When the client (one core, as costly per handshake as the server) is"
-    echo "the bottleneck, the server's CPU % is below 90 (⚠) and the rate is the client's; the"
-    echo "server's CPU per handshake (in the targets) holds either way."
+    echo "and max per request). Handshakes: bench_handshakes (examples/), $HANDSHAKE_CONNECTIONS connections at a"
+    echo "time, each new: TLS 1.3, no resumption, one HTTP/1.1 request with Connection: close; req/s"
+    echo "is handshakes per second, p50/p99/mean/max the time to connect (TCP + TLS). The client"
+    echo "checks no certificate or signature, the least work a TLS 1.3 client can do, so the"
+    echo "server is the bottleneck (CPU % near 100; below 90 is flagged ⚠)."
 }
 
 # The TLS targets (from the issue): at least nginx's req/s on each row, and the CPU cost of
