@@ -64,6 +64,21 @@ where
         self.inner.process_new_http(session, shutdown)
     }
 
+    // The proxy's own loop over a connection's requests: one future per connection (see
+    // `HttpServerApp::process_h1_connection` in vendor/pingora-core).
+    fn process_h1_connection<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
+        session: ServerSession,
+        shutdown: &'life1 ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait + Send + Sync,
+    {
+        self.inner.process_h1_connection(session, shutdown)
+    }
+
     fn h2_options(&self) -> Option<H2Options> {
         self.inner.h2_options()
     }

@@ -57,7 +57,7 @@ use tokio::time;
 
 use pingora_cache::NoCacheReason;
 use pingora_core::apps::{
-    HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream,
+    next_h1_session, HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream,
 };
 use pingora_core::connectors::http::custom;
 use pingora_core::connectors::{http::Connector, ConnectorOptions};
@@ -1550,14 +1550,15 @@ impl SubrequestSpawner {
     }
 }
 
-#[async_trait]
-impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+impl<SV, C> HttpProxy<SV, C>
 where
     SV: ProxyHttp + Send + Sync + 'static,
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
+    /// caching-proxy: one request, the body of `process_new_http`, also awaited in place by
+    /// `process_h1_connection` (no box per request).
+    async fn serve_request(
         self: &Arc<Self>,
         mut session: HttpSession,
         shutdown: &ShutdownWatch,
@@ -1593,6 +1594,35 @@ where
         }
 
         self.process_request(session, ctx).await
+    }
+}
+
+#[async_trait]
+impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+    C: custom::Connector,
+{
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: HttpSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.serve_request(session, shutdown).await
+    }
+
+    /// caching-proxy: all of an HTTP/1 connection's requests in one future: the per-request
+    /// future (about 16 KiB) is boxed, and so copied, once per connection instead of once per
+    /// request.
+    async fn process_h1_connection(
+        self: &Arc<Self>,
+        mut session: HttpSession,
+        shutdown: &ShutdownWatch,
+    ) {
+        while let Some(reused) = self.serve_request(session, shutdown).await {
+            session = next_h1_session(self.as_ref(), reused);
+        }
     }
 
     async fn http_cleanup(&self) {
