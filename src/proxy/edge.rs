@@ -11,6 +11,7 @@ use pingora_proxy::Session;
 
 use crate::cache::key;
 use crate::config::Config;
+use crate::headers::FieldWriter;
 use crate::tls::handshake::version_label;
 
 /// The client's connection.
@@ -88,11 +89,9 @@ impl EdgeSettings {
     }
 
     /// Adds HSTS to a TLS response, unless the origin sent its own.
-    pub fn apply_hsts(&self, conn: &ClientConnection, resp: &mut ResponseHeader) {
+    pub fn apply_hsts(&self, conn: &ClientConnection, fields: &mut FieldWriter<'_>) {
         if let (true, Some(hsts)) = (conn.https(), &self.hsts) {
-            if !resp.headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
-                let _ = resp.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-            }
+            fields.set_if_absent(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
     }
 }
@@ -119,6 +118,7 @@ pub fn https_location(req: &RequestHeader, tls_port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::write_fields;
 
     fn req(target: &str, host: &str) -> RequestHeader {
         let mut r = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
@@ -161,9 +161,9 @@ mod tests {
         assert!(edge.redirect(&tls, &r).is_none());
 
         let mut resp = ResponseHeader::build(200, None).unwrap();
-        edge.apply_hsts(&plain, &mut resp);
+        write_fields(&mut resp, |w| edge.apply_hsts(&plain, w));
         assert!(!resp.headers.contains_key("strict-transport-security"));
-        edge.apply_hsts(&tls, &mut resp);
+        write_fields(&mut resp, |w| edge.apply_hsts(&tls, w));
         assert_eq!(resp.headers["strict-transport-security"], "max-age=60");
     }
 }

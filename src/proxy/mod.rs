@@ -89,7 +89,7 @@ use crate::cache::{
 use crate::config::routing::Selection;
 use crate::config::{Config, CorsConfig, LimitsConfig, UpstreamConfig};
 use crate::error::ErrorKind;
-use crate::headers::{self, X_CACHE, X_REQUEST_ID};
+use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics::{status_class, METRICS};
 use crate::routes::{self, Route, Router};
 use crate::status::StatusBoard;
@@ -278,8 +278,7 @@ impl ProxyHttp for Proxy {
         }
         if let Some(mut resp) = self.edge.redirect(&ctx.conn, req) {
             ctx.cache_status = Some(CacheStatus::Bypass);
-            let _ = resp.insert_header(X_CACHE, CacheStatus::Bypass.header_value());
-            self.own_headers(&mut resp, ctx, false);
+            self.own_headers(&mut resp, ctx, CacheStatus::Bypass, false);
             session.write_response_header(Box::new(resp), true).await?;
             return Ok(true);
         }
@@ -298,8 +297,7 @@ impl ProxyHttp for Proxy {
         match cors::decide(&self.cors, req) {
             CorsDecision::Preflight(origin) => {
                 let mut resp = cors::preflight_response(&self.cors, &origin, req);
-                let _ = resp.insert_header(X_CACHE, CacheStatus::Bypass.header_value());
-                self.own_headers(&mut resp, ctx, false);
+                self.own_headers(&mut resp, ctx, CacheStatus::Bypass, false);
                 ctx.cache_status = Some(CacheStatus::Bypass);
                 session.write_response_header(Box::new(resp), true).await?;
                 Ok(true)
@@ -662,12 +660,11 @@ impl ProxyHttp for Proxy {
         // Counted before the response leaves, so a client that reads the stats right after
         // a response sees it counted.
         self.cache.stats.record(status);
-        upstream_response.insert_header(X_CACHE, status.header_value())?;
         // Targeted fields of the operator's own are this cache's instructions alone.
         for field in self.cache.policy.targets.private_fields() {
             upstream_response.remove_header(field);
         }
-        self.own_headers(upstream_response, ctx, true);
+        self.own_headers(upstream_response, ctx, status, true);
         if let Some(route) = &ctx.route {
             routes::apply_response_rules(&route.response_headers, upstream_response);
         }

@@ -2,7 +2,7 @@
 //! and answers from a URL's partial entry.
 
 use bytes::Bytes;
-use http::header;
+use http::{header, HeaderValue};
 use log::{info, warn};
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
@@ -13,28 +13,36 @@ use super::partial::PartialHit;
 use super::{request_key, Proxy, RequestCtx};
 use crate::cache::CacheStatus;
 use crate::error::{json_body, ErrorKind};
-use crate::headers::{SECURITY_HEADERS, X_CACHE, X_REQUEST_ID};
+use crate::headers::{write_fields, SECURITY_HEADERS, X_CACHE, X_REQUEST_ID};
 use crate::metrics::METRICS;
 
 impl Proxy {
-    /// Headers every response gets. On origin responses an origin's own security header is
-    /// kept (it may need, say, `X-Frame-Options: SAMEORIGIN`); on the proxy's own responses
-    /// they are set.
+    /// Headers every response gets: `X-Cache`, the security headers, `X-Request-Id`, HSTS
+    /// and CORS. On origin responses an origin's own security header is kept (it may need,
+    /// say, `X-Frame-Options: SAMEORIGIN`); on the proxy's own responses they are set.
     pub(super) fn own_headers(
         &self,
         resp: &mut ResponseHeader,
         ctx: &RequestCtx,
+        x_cache: CacheStatus,
         from_origin: bool,
     ) {
-        if self.security_headers {
-            for (name, value) in SECURITY_HEADERS {
-                if !from_origin || !resp.headers.contains_key(&name) {
-                    let _ = resp.insert_header(name, value);
+        write_fields(resp, |w| {
+            w.set(X_CACHE, x_cache.header_value());
+            if self.security_headers {
+                for (name, value) in SECURITY_HEADERS {
+                    if from_origin {
+                        w.set_if_absent(name, value);
+                    } else {
+                        w.set(name, value);
+                    }
                 }
             }
-        }
-        let _ = resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str());
-        self.edge.apply_hsts(&ctx.conn, resp);
+            if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+                w.set(X_REQUEST_ID, id);
+            }
+            self.edge.apply_hsts(&ctx.conn, w);
+        });
         if let CorsDecision::Allow(origin) = &ctx.cors {
             cors::apply(&self.cors, origin, resp);
         }
@@ -74,8 +82,7 @@ impl Proxy {
         let _ = resp.insert_header(header::CONTENT_TYPE, "application/json");
         let _ = resp.insert_header(header::CONTENT_LENGTH, len);
         let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
-        let _ = resp.insert_header(X_CACHE, ctx.own_response_status().header_value());
-        self.own_headers(&mut resp, ctx, false);
+        self.own_headers(&mut resp, ctx, ctx.own_response_status(), false);
         resp
     }
 
