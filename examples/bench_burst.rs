@@ -13,8 +13,12 @@ use std::collections::BTreeMap;
 use std::io;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+#[path = "support/response.rs"]
+mod response;
+use response::read_response;
 
 /// Bound on the whole burst, connecting included.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,53 +33,10 @@ struct Answer {
 async fn fetch(mut stream: TcpStream, request: Vec<u8>) -> io::Result<Answer> {
     let start = Instant::now();
     stream.write_all(&request).await?;
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 16 * 1024];
-    let (status, x_cache, head_len, body_len) = loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before the response head",
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        if let httparse::Status::Complete(len) = resp
-            .parse(&buf)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-        {
-            let header = |name: &str| {
-                resp.headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case(name))
-                    .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
-            };
-            let body_len = header("content-length").and_then(|v| v.parse::<usize>().ok());
-            let x_cache = header("x-cache").unwrap_or_else(|| "-".to_owned());
-            break (resp.code.unwrap_or(0), x_cache, len, body_len);
-        }
-    };
-    match body_len {
-        Some(body_len) => {
-            while buf.len() < head_len + body_len {
-                let n = stream.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "connection closed inside the body",
-                    ));
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-        // Chunked or close-delimited: the request asked to close, so read to the end.
-        None => while stream.read(&mut chunk).await? > 0 {},
-    }
+    let response = read_response(&mut stream, "x-cache").await?;
     Ok(Answer {
-        status,
-        x_cache,
+        status: response.status,
+        x_cache: response.field.unwrap_or_else(|| "-".to_owned()),
         elapsed: start.elapsed(),
     })
 }

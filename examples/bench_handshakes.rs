@@ -30,6 +30,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+#[path = "support/response.rs"]
+mod response;
+use response::read_response;
+
 /// Bound on one connection, from connect to the server's close.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -113,50 +117,14 @@ async fn one(
         _ => "other",
     };
     tls.write_all(request).await?;
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 16 * 1024];
-    let (status, head_len, body_len) = loop {
-        let n = tls.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before the response head",
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        if let httparse::Status::Complete(len) = resp
-            .parse(&buf)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-        {
-            let body_len = resp
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| {
-                    std::str::from_utf8(h.value)
-                        .ok()?
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                })
-                .ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, "answer without Content-Length")
-                })?;
-            break (resp.code.unwrap_or(0), len, body_len);
-        }
-    };
-    while buf.len() < head_len + body_len {
-        let n = tls.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed inside the body",
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
+    let response = read_response(&mut tls, "content-length").await?;
+    if response.field.is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "answer without Content-Length",
+        ));
     }
+    let mut chunk = [0u8; 4096];
     // The request said close: wait for the server's end (a close without close_notify is an
     // end as well; the answer is complete).
     while let Ok(n) = tls.read(&mut chunk).await {
@@ -165,7 +133,7 @@ async fn one(
         }
     }
     Ok(Outcome {
-        status,
+        status: response.status,
         version,
         connect,
     })
@@ -250,7 +218,8 @@ async fn run(addr: &str, path: &str, connections: usize, seconds: f64) -> io::Re
     let wall = start.elapsed().as_secs_f64();
     let connects = &mut all.connects;
     connects.sort_by(f64::total_cmp);
-    let mean = connects.iter().sum::<f64>() / connects.len().max(1) as f64;
+    // (An empty sum of floats is -0.0.)
+    let mean = connects.iter().sum::<f64>() / connects.len().max(1) as f64 + 0.0;
     // Nearest-rank percentiles.
     let pct = |p: f64| {
         let rank = ((p * connects.len() as f64).ceil() as usize).max(1);

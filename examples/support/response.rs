@@ -1,0 +1,68 @@
+//! Reading one HTTP/1.1 response, shared by the load benchmark's clients (`bench_burst`,
+//! `bench_handshakes`). Included with `#[path]`: examples are single-file crates.
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// What the clients keep of a response.
+pub struct Response {
+    pub status: u16,
+    /// The value of the field asked for by name, if the response had it.
+    pub field: Option<String>,
+}
+
+/// Reads a response's head and its whole body: by `Content-Length`, or to the end of the
+/// stream when it has none (the clients ask with `Connection: close`).
+pub async fn read_response<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    field: &str,
+) -> io::Result<Response> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 16 * 1024];
+    let (response, head_len, body_len) = loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before the response head",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(len) = resp
+            .parse(&buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+        {
+            let value = |name: &str| {
+                resp.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
+            };
+            let body_len = value("content-length").and_then(|v| v.parse::<usize>().ok());
+            let response = Response {
+                status: resp.code.unwrap_or(0),
+                field: value(field),
+            };
+            break (response, len, body_len);
+        }
+    };
+    match body_len {
+        Some(body_len) => {
+            while buf.len() < head_len + body_len {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed inside the body",
+                    ));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+        None => while stream.read(&mut chunk).await? > 0 {},
+    }
+    Ok(response)
+}
