@@ -21,14 +21,7 @@ pub async fn read_response<S: AsyncRead + Unpin>(
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 16 * 1024];
     let (response, head_len, body_len) = loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before the response head",
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(stream, &mut buf, &mut chunk, "before the response head").await?;
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut headers);
         if let httparse::Status::Complete(len) = resp
@@ -52,17 +45,28 @@ pub async fn read_response<S: AsyncRead + Unpin>(
     match body_len {
         Some(body_len) => {
             while buf.len() < head_len + body_len {
-                let n = stream.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "connection closed inside the body",
-                    ));
-                }
-                buf.extend_from_slice(&chunk[..n]);
+                read_more(stream, &mut buf, &mut chunk, "inside the body").await?;
             }
         }
         None => while stream.read(&mut chunk).await? > 0 {},
     }
     Ok(response)
+}
+
+/// Appends the next read to `buf`; the end of the stream is an error, `when` says where.
+async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    chunk: &mut [u8],
+    when: &str,
+) -> io::Result<()> {
+    let n = stream.read(chunk).await?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("connection closed {when}"),
+        ));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
 }

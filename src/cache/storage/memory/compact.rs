@@ -118,8 +118,9 @@ impl CompactHeader {
         }
     }
 
-    /// The header to serve: its values are slices of the stored buffer. Its map has room
-    /// for the fields added on the way out, so that it never grows (a rehash of every field).
+    /// The header to serve: its values are slices of the stored buffer. Its map's index has
+    /// room for the fields added on the way out (Pingora serves a clone, which keeps the
+    /// index's size), so adding them rehashes nothing.
     pub(crate) fn to_header(&self) -> ResponseHeader {
         // The map is filled here and the header made from its parts: the header's own
         // `append_header` would convert each name again, and keep no map of name cases.
