@@ -13,7 +13,24 @@ use caching_proxy::{clear_cache, logging, server};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Transparent huge pages off for this process, unless `MIMALLOC_ALLOW_THP` is set (then
+/// mimalloc's own setting applies). mimalloc asks the kernel for huge pages on its arenas,
+/// and the kernel zeroes a whole 2 MiB page at the first touch of it, inside the allocation
+/// that touched it: while the cache grows, every few dozen stored responses stop the worker
+/// for milliseconds and every request in flight waits. Measured on the MISS row (64 conns,
+/// unique URLs): p99 7.7-8.8 ms with huge pages, 4.5-6.3 ms without, same req/s; memory per
+/// cached entry by RSS 669 -> 633 bytes (Vary) and 513 -> 502 (distinct URLs), as the
+/// cache's pages are no longer rounded up to 2 MiB. See benches/README.md.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: PR_SET_THP_DISABLE takes integers only and touches no memory of ours.
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    }
+}
+
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     reload::remember_invocation();
     let cli = Cli::try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
 

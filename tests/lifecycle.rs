@@ -235,3 +235,35 @@ fn upgrade_with_the_redis_tier_starts_warm() {
         "copied into the memory tier: {tiers}"
     );
 }
+
+/// Whether transparent huge pages may back process `pid`'s memory, as the kernel reports it
+/// (`THP_enabled` in /proc/PID/status: 0 once the process set PR_SET_THP_DISABLE).
+fn thp_enabled(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .expect("the kernel reports THP_enabled");
+    line.trim() == "1"
+}
+
+/// The proxy turns transparent huge pages off for itself (the kernel's synchronous zeroing of
+/// a 2 MiB page stalls the worker while the cache grows; see `main.rs`), unless
+/// `MIMALLOC_ALLOW_THP` hands the choice to the allocator: then the process keeps what it
+/// inherited, as this test's own process has.
+#[test]
+fn transparent_huge_pages_are_off_unless_the_allocator_is_given_the_choice() {
+    let origin = Origin::start(|_| Reply::ok("x"));
+    let proxy = Proxy::start(&origin.url());
+    assert!(!thp_enabled(proxy.pid()), "huge pages off by default");
+
+    let inherited = thp_enabled(std::process::id());
+    let allowed = ProxyBuilder::new(&origin.url())
+        .env("MIMALLOC_ALLOW_THP", "1")
+        .start();
+    assert_eq!(thp_enabled(allowed.pid()), inherited);
+    assert!(
+        inherited,
+        "the test runs where huge pages are allowed, or it proves nothing"
+    );
+}
