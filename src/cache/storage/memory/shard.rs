@@ -115,11 +115,11 @@ impl Shard {
         if key != entry.primary {
             self.variants.entry(entry.primary).or_default().push(key);
         }
-        self.bytes += entry.weight;
+        self.bytes += entry.weight();
         match placement {
             Placement::New if !self.ghost.contains(key) => {
                 entry.freq = 0;
-                self.small_bytes += entry.weight;
+                self.small_bytes += entry.weight();
                 self.small.push(key, entry);
             }
             Placement::New | Placement::Used => {
@@ -138,7 +138,7 @@ impl Shard {
             Some(entry) => entry,
             None => {
                 let entry = self.small.pop(key)?;
-                self.small_bytes -= entry.weight;
+                self.small_bytes -= entry.weight();
                 entry
             }
         };
@@ -151,7 +151,7 @@ impl Shard {
         loop {
             if self.small_over_share() || self.main.is_empty() {
                 let (key, mut entry) = self.small.pop_lru()?;
-                self.small_bytes -= entry.weight;
+                self.small_bytes -= entry.weight();
                 if entry.freq >= PROMOTE_FREQ {
                     entry.freq = 0;
                     self.main.push(key, entry);
@@ -185,7 +185,7 @@ impl Shard {
 
     /// Bookkeeping for an entry that left the queues.
     fn unlink(&mut self, key: Key, entry: &Entry) {
-        self.bytes -= entry.weight;
+        self.bytes -= entry.weight();
         if key != entry.primary {
             if let Some(keys) = self.variants.get_mut(&entry.primary) {
                 keys.retain(|k| *k != key);
@@ -283,7 +283,7 @@ mod tests {
     fn entry(weight: usize) -> Entry {
         let now = SystemTime::now();
         let meta = CacheMeta::new(now, now, 0, 0, ResponseHeader::build(200, None).unwrap());
-        Entry::new(0, StoredMeta::new(&meta), Bytes::new(), weight, now)
+        Entry::new(0, StoredMeta::new(&meta), Bytes::new(), weight, now.into())
     }
 
     /// Keys whose fingerprints differ (the ghost list keys by the top 32 bits).

@@ -15,7 +15,6 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -23,7 +22,7 @@ use pingora_cache::key::HashBinary;
 use pingora_cache::CacheMeta;
 use tokio::sync::mpsc;
 
-use super::{entry_weight, key_of, Entry, Key, MemoryStorage, Placement, StoredMeta};
+use super::{entry_weight, key_of, Entry, Key, MemoryStorage, Placement, Stamp, StoredMeta};
 
 /// A removal another process holding copies of these entries must repeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +142,7 @@ impl MemoryStorage {
     /// The entries behind `keys` that are still stored and of use, without touching their
     /// recency.
     pub fn export(&self, keys: &[(usize, Key)]) -> Vec<Exported> {
-        let now = SystemTime::now();
+        let now = Stamp::now();
         keys.iter()
             .filter_map(|(shard, k)| {
                 let (meta, body, primary) = {
@@ -191,11 +190,14 @@ impl MemoryStorage {
         }
         let meta = StoredMeta::new(meta);
         let removable_at = meta.removable_at(self.limits.stale_retention);
-        if removable_at <= SystemTime::now() {
+        if removable_at <= Stamp::now() {
             return Adopted::Dropped;
         }
         let (primary, key) = (key_of(primary), key_of(combined));
         let weight = entry_weight(body.len(), &meta, key != primary);
+        if weight >= u32::MAX as usize {
+            return Adopted::TooLarge;
+        }
         let mut shard = self.shard(primary).lock();
         if self.transfers.buried(primary) {
             return Adopted::Dropped;
@@ -225,6 +227,7 @@ mod tests {
     use super::super::MemoryLimits;
     use super::*;
     use crate::cache::storage::CacheBackend;
+    use std::time::SystemTime;
 
     /// Below 512 entries the storage has one shard, so the order of entries is exact.
     fn storage(max_entries: usize) -> MemoryStorage {
