@@ -85,6 +85,11 @@ impl Entry {
         self.weight as usize
     }
 
+    /// A weight too large for the field saturates it, and [`weighable`] then refuses it.
+    fn set_weight(&mut self, weight: usize) {
+        self.weight = u32::try_from(weight).unwrap_or(u32::MAX);
+    }
+
     /// A new entry, not yet read.
     fn new(
         primary: Key,
@@ -93,15 +98,27 @@ impl Entry {
         weight: usize,
         removable_at: Stamp,
     ) -> Self {
-        Entry {
+        let mut entry = Entry {
             primary,
             meta,
             body,
-            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            weight: 0,
             removable_at,
             freq: 0,
-        }
+        };
+        entry.set_weight(weight);
+        entry
     }
+}
+
+/// Whether an entry of this weight can be stored: its weight field is a `u32`.
+fn weighable(weight: usize) -> bool {
+    weight < u32::MAX as usize
+}
+
+/// A duration in nanoseconds, saturating.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A point in time as nanoseconds since the Unix epoch, saturating at both ends (1970 and
@@ -122,10 +139,7 @@ impl Stamp {
 
 impl From<SystemTime> for Stamp {
     fn from(t: SystemTime) -> Self {
-        Stamp(
-            t.duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-        )
+        Stamp(t.duration_since(UNIX_EPOCH).map_or(0, nanos))
     }
 }
 
@@ -179,11 +193,7 @@ impl StoredMeta {
     pub(super) fn removable_at(&self, stale_retention: Duration) -> Stamp {
         let stale_secs = self.stale_while_revalidate_sec.max(self.stale_if_error_sec);
         let after = Duration::from_secs(stale_secs.into()) + stale_retention;
-        Stamp(
-            self.fresh_until
-                .0
-                .saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX)),
-        )
+        Stamp(self.fresh_until.0.saturating_add(nanos(after)))
     }
 
     /// Memory held by the header beyond the entry itself.
@@ -257,7 +267,7 @@ impl MemoryStorage {
 
     /// Commits an entry, evicting entries of its shard to make room.
     fn insert(&self, key: Key, entry: Entry) -> Result<()> {
-        if entry.weight() > self.shard_max_bytes || entry.weight == u32::MAX {
+        if entry.weight() > self.shard_max_bytes || !weighable(entry.weight()) {
             return Error::e_explain(
                 ErrorType::InternalError,
                 "entry is larger than a cache shard",
@@ -481,8 +491,7 @@ impl Storage for MemoryStorage {
         let Some(mut entry) = shard.remove(&k) else {
             return Ok(false);
         };
-        let weight = entry_weight(entry.body.len(), &stored, k != entry.primary);
-        entry.weight = u32::try_from(weight).unwrap_or(u32::MAX);
+        entry.set_weight(entry_weight(entry.body.len(), &stored, k != entry.primary));
         entry.meta = stored;
         entry.removable_at = removable_at;
         // New headers can be larger than the old ones: restore the bound around this entry,

@@ -22,7 +22,9 @@ use pingora_cache::key::HashBinary;
 use pingora_cache::CacheMeta;
 use tokio::sync::mpsc;
 
-use super::{entry_weight, key_of, Entry, Key, MemoryStorage, Placement, Stamp, StoredMeta};
+use super::{
+    entry_weight, key_of, weighable, Entry, Key, MemoryStorage, Placement, Stamp, StoredMeta,
+};
 
 /// A removal another process holding copies of these entries must repeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,7 +197,7 @@ impl MemoryStorage {
         }
         let (primary, key) = (key_of(primary), key_of(combined));
         let weight = entry_weight(body.len(), &meta, key != primary);
-        if weight >= u32::MAX as usize {
+        if !weighable(weight) {
             return Adopted::TooLarge;
         }
         let mut shard = self.shard(primary).lock();
