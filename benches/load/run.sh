@@ -624,6 +624,9 @@ run_rows() {
     want hit256k1 && wrk_row hit256k1 "HIT 256 KiB, 1 conn (latency)" /256k 1 hit ours nginx
     want l2hit256k1 && wrk_row l2hit256k1 "L2 HIT 256 KiB, 1 conn (latency)" /256k 1 hit l2
     want hit1k256 && wrk_row hit1k256 "HIT 1 KiB, 256 conns" /1k 256 hit "${MAIN_SERVERS[@]}"
+    # Far more ready connections than a worker's run queue holds (256): whether they are
+    # served in turn (p99 near p50) or some wait while others are served.
+    want hit1k1000 && wrk_row hit1k1000 "HIT 1 KiB, 1000 conns" /1k 1000 hit ours ours_default nginx
     want miss64 && wrk_row miss64 "MISS 1 KiB (unique URLs), 64 conns" /1k 64 miss "${MAIN_SERVERS[@]}"
     want miss64lb && wrk_row miss64lb "MISS 1 KiB (unique URLs), 64 conns, 2 origins round robin" /1k 64 miss lb
     want coalesce && burst_row coalesce "Coalescing: $BURST at once, uncached /slow (50 ms)" fresh
@@ -653,7 +656,7 @@ main() {
     PORT[ours]=$PROXY_PORT PID[ours]=$PROXY_PID
     PORT[ours_tls]=${TLS_PORT:-} PID[ours_tls]=$PROXY_PID
     local ours_admin=$PROXY_ADMIN_PORT
-    if want_any hit1k64 hit16k64 hit256k64 hit1k256 miss64; then
+    if want_any hit1k64 hit16k64 hit256k64 hit1k256 hit1k1000 miss64; then
         start_default_proxy
     fi
     start_nginx

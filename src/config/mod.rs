@@ -219,10 +219,39 @@ pub struct AdminConfig {
     pub token: Option<String>,
 }
 
+/// Bounds on the socket events a worker takes per poll (see [`ServerSettings::io_events`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoEvents {
+    pub per_poll: usize,
+    pub per_busy_poll: usize,
+}
+
+impl Default for IoEvents {
+    /// An idle poll's batch leaves room in the 256-task local queue for the batches of busy
+    /// polls; a busy poll's batch is below the 61 tasks a worker runs between two polls
+    /// (tokio's `event_interval`), so the queue drains between them.
+    fn default() -> Self {
+        IoEvents {
+            per_poll: 128,
+            per_busy_poll: 32,
+        }
+    }
+}
+
 /// Pingora's own server settings.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub threads: usize,
+    /// The most socket events a worker takes from the kernel in one poll when it has no task
+    /// to run (tokio's `max_io_events_per_tick`), and while it still has (`..._busy_tick`).
+    ///
+    /// Each event wakes one connection's task into the worker's local queue, which holds 256;
+    /// the overflow goes to a shared queue that a busy worker serves only now and then. With
+    /// tokio's default (1024 events per poll), a few hundred busy keep-alive connections on
+    /// one worker split into some served at once and some waiting tens of milliseconds
+    /// (`benches/README.md`). With these bounds the queue cannot overflow and the events left
+    /// behind wait in the kernel, which hands them out in order, as an event loop would.
+    pub io_events: IoEvents,
     pub pid_file: String,
     pub upgrade_sock: String,
     pub grace_period: Duration,
@@ -338,6 +367,8 @@ impl Config {
             "admin": self.admin.listen.to_string(),
             "admin_token": if self.admin.token.is_some() { "set" } else { "unset" },
             "threads": self.server.threads,
+            "max_io_events_per_poll": self.server.io_events.per_poll,
+            "max_io_events_per_busy_poll": self.server.io_events.per_busy_poll,
             "grace_period_s": self.server.grace_period.as_secs(),
         })
     }
@@ -347,6 +378,8 @@ impl Config {
         let s = &self.server;
         pingora_core::server::configuration::ServerConf {
             threads: s.threads,
+            runtime_max_io_events_per_tick: Some(s.io_events.per_poll),
+            runtime_max_io_events_per_busy_tick: Some(s.io_events.per_busy_poll),
             pid_file: s.pid_file.clone(),
             upgrade_sock: s.upgrade_sock.clone(),
             grace_period_seconds: Some(s.grace_period.as_secs()),
@@ -534,6 +567,18 @@ fn resolve(r: &Resolver) -> Result<Config, ConfigError> {
     let default_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let server = ServerSettings {
         threads: r.get("server.threads", default_threads, count)?,
+        io_events: IoEvents {
+            per_poll: r.get(
+                "server.max_io_events_per_poll",
+                IoEvents::default().per_poll,
+                io_event_batch,
+            )?,
+            per_busy_poll: r.get(
+                "server.max_io_events_per_busy_poll",
+                IoEvents::default().per_busy_poll,
+                io_event_batch,
+            )?,
+        },
         pid_file: resolve_pid_file(r)?,
         upgrade_sock: r.get(
             "server.upgrade_sock",
@@ -634,6 +679,31 @@ mod tests {
             LogFormat::Json,
             "stderr is not a terminal under cargo test"
         );
+    }
+
+    #[test]
+    fn io_event_batches_default_to_bounds_that_fit_the_run_queue_and_reach_pingora() {
+        let c = load(&["--origin", "http://127.0.0.1:9000"]).unwrap();
+        assert_eq!(c.server.io_events, IoEvents::default());
+        let conf = c.pingora_conf();
+        assert_eq!(conf.runtime_max_io_events_per_tick, Some(128));
+        assert_eq!(conf.runtime_max_io_events_per_busy_tick, Some(32));
+        let opts = conf.runtime_opts();
+        assert_eq!(opts.max_io_events_per_tick, Some(128));
+        assert_eq!(opts.max_io_events_per_busy_tick, Some(32));
+
+        let c = load(&[
+            "--origin",
+            "http://127.0.0.1:9000",
+            "--max-io-events-per-poll",
+            "1024",
+            "--max-io-events-per-busy-poll",
+            "61",
+        ])
+        .unwrap();
+        let conf = c.pingora_conf();
+        assert_eq!(conf.runtime_max_io_events_per_tick, Some(1024));
+        assert_eq!(conf.runtime_max_io_events_per_busy_tick, Some(61));
     }
 
     #[test]
@@ -782,6 +852,14 @@ mod tests {
             (
                 &["--admin-token", " "],
                 r#"admin.token: " " must not be empty"#,
+            ),
+            (
+                &["--max-io-events-per-poll", "0"],
+                r#"server.max_io_events_per_poll: "0" is not a positive whole number"#,
+            ),
+            (
+                &["--max-io-events-per-busy-poll", "100000"],
+                r#"server.max_io_events_per_busy_poll: "100000" must be at most 65536"#,
             ),
         ];
         for (args, expected) in cases {

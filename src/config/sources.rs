@@ -109,6 +109,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("admin.port", "admin-port", "PROXY_ADMIN_PORT", Kind::Value, "Port of the admin service [default: 9091]"),
     setting("admin.token", "admin-token", "PROXY_ADMIN_TOKEN", Kind::Value, "Bearer token required by mutating admin endpoints [default: none, loopback only]"),
     setting("server.threads", "threads", "PROXY_THREADS", Kind::Value, "Worker threads [default: number of CPUs]"),
+    setting("server.max_io_events_per_poll", "max-io-events-per-poll", "PROXY_MAX_IO_EVENTS_PER_POLL", Kind::Value, "Most socket events a worker takes from the kernel when it has nothing to run [default: 128]"),
+    setting("server.max_io_events_per_busy_poll", "max-io-events-per-busy-poll", "PROXY_MAX_IO_EVENTS_PER_BUSY_POLL", Kind::Value, "Most socket events a worker takes while it still has work queued; the rest wait in the kernel, in order [default: 32]"),
     setting("server.pid_file", "pid-file", "PROXY_PID_FILE", Kind::Value, "PID file [default: /tmp/caching-proxy.pid]"),
     setting("server.upgrade_sock", "upgrade-sock", "PROXY_UPGRADE_SOCK", Kind::Value, "Socket used to hand listeners to a new binary on upgrade [default: /tmp/caching-proxy_upgrade.sock]"),
     setting("server.grace_period", "grace-period", "PROXY_GRACE_PERIOD", Kind::Value, "On shutdown, how long to keep serving in-flight requests [default: 5s]"),

@@ -100,6 +100,16 @@ pub(super) fn count(text: &str) -> Result<usize, String> {
         .ok_or_else(|| "is not a positive whole number".into())
 }
 
+/// A batch of socket events per poll: positive, and at most 65,536 (the kernel's event
+/// buffer is allocated at that size for each worker).
+pub(super) fn io_event_batch(text: &str) -> Result<usize, String> {
+    let n = count(text)?;
+    if n > 65_536 {
+        return Err("must be at most 65536".into());
+    }
+    Ok(n)
+}
+
 pub(super) fn port(text: &str) -> Result<u16, String> {
     text.trim()
         .parse::<u16>()

@@ -175,6 +175,13 @@ pub struct ServerConf {
     /// Ignored unless [`Self::runtime_metrics_poll_time_histogram`] is enabled. Memory usage
     /// scales with runtimes × workers × buckets, so values above 1024 are rejected.
     pub runtime_metrics_poll_time_histogram_buckets: Option<usize>,
+    /// The most I/O events a runtime worker takes from the kernel in one poll (tokio's
+    /// `max_io_events_per_tick`). When not set, tokio's default (1024) is used.
+    pub runtime_max_io_events_per_tick: Option<usize>,
+    /// The most I/O events a runtime worker takes in a poll while it still has tasks to run
+    /// (tokio's `max_io_events_per_busy_tick`). When not set, the same as
+    /// [`Self::runtime_max_io_events_per_tick`].
+    pub runtime_max_io_events_per_busy_tick: Option<usize>,
     /// When `daemon` is `true`, controls whether the parent process of the daemon fork waits for
     /// the child to signal readiness before exiting.
     ///
@@ -255,6 +262,8 @@ impl Default for ServerConf {
             runtime_metrics_poll_time_histogram_scale: None,
             runtime_metrics_poll_time_histogram_resolution_micros: None,
             runtime_metrics_poll_time_histogram_buckets: None,
+            runtime_max_io_events_per_tick: None,
+            runtime_max_io_events_per_busy_tick: None,
             daemon_ready_timeout_seconds: None,
             daemon_wait_for_ready: false,
             daemon_notify_timeout_seconds: None,
@@ -377,6 +386,18 @@ impl ServerConf {
                 "runtime_metrics_poll_time_histogram_buckets must be greater than zero",
             );
         }
+        if self.runtime_max_io_events_per_tick == Some(0) {
+            return Error::e_explain(
+                ReadError,
+                "runtime_max_io_events_per_tick must be greater than zero",
+            );
+        }
+        if self.runtime_max_io_events_per_busy_tick == Some(0) {
+            return Error::e_explain(
+                ReadError,
+                "runtime_max_io_events_per_busy_tick must be greater than zero",
+            );
+        }
         if self
             .runtime_metrics_poll_time_histogram_buckets
             .is_some_and(|buckets| buckets > MAX_RUNTIME_METRICS_POLL_TIME_HISTOGRAM_BUCKETS)
@@ -427,6 +448,8 @@ impl ServerConf {
             enable_alt_timer: self.runtime_enable_alt_timer,
             #[cfg(feature = "dial9")]
             dial9: None,
+            max_io_events_per_tick: self.runtime_max_io_events_per_tick,
+            max_io_events_per_busy_tick: self.runtime_max_io_events_per_busy_tick,
         }
     }
 
@@ -502,6 +525,8 @@ mod tests {
             runtime_metrics_poll_time_histogram_scale: None,
             runtime_metrics_poll_time_histogram_resolution_micros: None,
             runtime_metrics_poll_time_histogram_buckets: None,
+            runtime_max_io_events_per_tick: None,
+            runtime_max_io_events_per_busy_tick: None,
             daemon_ready_timeout_seconds: None,
             daemon_wait_for_ready: false,
             daemon_notify_timeout_seconds: None,
@@ -606,10 +631,14 @@ runtime_metrics_poll_time_histogram: true
 runtime_metrics_poll_time_histogram_scale: log
 runtime_metrics_poll_time_histogram_resolution_micros: 20
 runtime_metrics_poll_time_histogram_buckets: 16
+runtime_max_io_events_per_tick: 128
+runtime_max_io_events_per_busy_tick: 32
         "#;
 
         let conf = ServerConf::from_yaml(conf_str).unwrap();
         let opts = conf.runtime_opts();
+        assert_eq!(Some(128), opts.max_io_events_per_tick);
+        assert_eq!(Some(32), opts.max_io_events_per_busy_tick);
         assert!(opts.enable_alt_timer);
         assert!(opts.metrics.poll_time_histogram);
         assert_eq!(
