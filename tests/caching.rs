@@ -524,3 +524,56 @@ fn readme_first_example_with_python_http_server() {
     assert!(second.header("age").is_some());
     assert_eq!(second.body, "<h1>hello</h1>\n");
 }
+
+/// Hits of bodies around the sizes where the client write buffer changes how they are sent
+/// (copied behind the header, sent with it in one vectored write, larger than the buffer,
+/// larger than the socket's buffers), one after another on a keep-alive connection whose
+/// client starts reading each response late: the socket fills, writes stop part way and
+/// resume, and every response arrives whole.
+#[test]
+fn hits_of_every_size_arrive_whole_to_a_late_reader() {
+    use std::io::{BufRead, Read, Write};
+
+    fn body(size: usize) -> Vec<u8> {
+        (0..size)
+            .map(|i| b'a' + ((i * 7 + size) % 26) as u8)
+            .collect()
+    }
+    let sizes = [100, 4095, 4096, 16 * 1024, 33 * 1024, 8 << 20];
+    let origin = Origin::start(|r| {
+        let size: usize = r.path().trim_start_matches("/b").parse().unwrap();
+        Reply::ok(body(size)).header("cache-control", "max-age=60")
+    });
+    let proxy = Proxy::start(&origin.url());
+
+    let conn = std::net::TcpStream::connect(proxy.addr()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    let mut reader = std::io::BufReader::new(conn);
+    for round in 0..3 {
+        for size in sizes {
+            write!(writer, "GET /b{size} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+            // Let the proxy fill the socket's buffers and wait on them.
+            thread::sleep(Duration::from_millis(20));
+            let mut head = String::new();
+            while !head.ends_with("\r\n\r\n") {
+                assert!(reader.read_line(&mut head).unwrap() > 0, "closed: {head}");
+            }
+            let head = head.to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            let cache = if round == 0 { "miss" } else { "hit" };
+            assert!(head.contains(&format!("x-cache: {cache}\r\n")), "{head}");
+            assert!(
+                head.contains(&format!("content-length: {size}\r\n")),
+                "{head}"
+            );
+            let mut got = vec![0u8; size];
+            reader.read_exact(&mut got).unwrap();
+            assert!(got == body(size), "round {round}: body of /b{size} differs");
+        }
+    }
+    for size in sizes {
+        assert_eq!(origin.hits_for(&format!("/b{size}")), 1);
+    }
+}
