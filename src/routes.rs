@@ -15,6 +15,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::cache::key;
 use crate::config::routing::{HeaderRules, HostPattern, RouteCache, RouteConfig, Routing};
+use crate::metrics::RequestSeries;
 use crate::upstream::{UpstreamGroup, Upstreams};
 
 pub struct Route {
@@ -25,6 +26,8 @@ pub struct Route {
     pub request_headers: HeaderRules,
     pub response_headers: HeaderRules,
     path_prefix: String,
+    /// This route's per-request metric series.
+    pub series: RequestSeries,
 }
 
 impl Route {
@@ -39,6 +42,7 @@ impl Route {
             request_headers: config.request_headers.clone(),
             response_headers: config.response_headers.clone(),
             path_prefix: config.path_prefix.clone(),
+            series: RequestSeries::new(&config.name),
         })
     }
 

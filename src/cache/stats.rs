@@ -32,6 +32,21 @@ impl CacheStatus {
         http::HeaderValue::from_static(self.as_str())
     }
 
+    /// Every status, in [`CacheStatus::index`] order.
+    pub const ALL: [CacheStatus; 6] = [
+        CacheStatus::Hit,
+        CacheStatus::Miss,
+        CacheStatus::Expired,
+        CacheStatus::Stale,
+        CacheStatus::Revalidated,
+        CacheStatus::Bypass,
+    ];
+
+    /// The position in [`CacheStatus::ALL`], for tables indexed by status.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",

@@ -2,6 +2,7 @@
 //! top URLs, and its access record.
 
 use http::header;
+use once_cell::sync::Lazy;
 use pingora_error::Error;
 use pingora_proxy::Session;
 
@@ -9,8 +10,11 @@ use super::{Proxy, RequestCtx};
 use crate::cache::key;
 use crate::error::ErrorKind;
 use crate::logging::{self, AccessRecord};
-use crate::metrics::{status_class, METRICS};
+use crate::metrics::{RequestSeries, METRICS};
 use crate::status::Lookup;
+
+/// The series of requests that matched no route (answered by the proxy itself).
+static NO_ROUTE: Lazy<RequestSeries> = Lazy::new(|| RequestSeries::new("none"));
 
 impl Proxy {
     /// Records a finished request (the `logging` phase, once the cache's work is done).
@@ -27,21 +31,12 @@ impl Proxy {
             Lookup::of(cache_status),
         );
         let elapsed = ctx.started.elapsed();
-        let route = ctx.route.as_ref().map_or("none", |r| r.name.as_str());
-        // The duration first: a scrape that sees a request counted sees its duration too.
-        METRICS
-            .request_duration
-            .with_label_values(&[cache])
-            .observe(elapsed.as_secs_f64());
-        METRICS
-            .requests
-            .with_label_values(&[
-                method_label(&req.method),
-                status_class(status),
-                cache,
-                route,
-            ])
-            .inc();
+        ctx.route.as_ref().map_or(&*NO_ROUTE, |r| &r.series).record(
+            &req.method,
+            status,
+            cache_status,
+            elapsed.as_secs_f64(),
+        );
         if !logging::access_enabled() {
             return;
         }
@@ -85,22 +80,5 @@ impl Proxy {
                 ])
                 .inc();
         }
-    }
-}
-
-/// The method as a metric label: the standard ones, everything else as OTHER, so clients
-/// cannot create label values at will.
-fn method_label(method: &http::Method) -> &'static str {
-    use http::Method;
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        _ if method.as_str() == "PURGE" => "PURGE",
-        _ => "OTHER",
     }
 }
