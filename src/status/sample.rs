@@ -9,14 +9,7 @@ use crate::cache::CacheStatus;
 pub const LATENCY_BUCKETS: usize = crate::metrics::LATENCY_BUCKETS;
 
 /// The `X-Cache` statuses, in the order of [`Sample::x_cache`].
-pub const X_CACHE: [CacheStatus; 6] = [
-    CacheStatus::Hit,
-    CacheStatus::Miss,
-    CacheStatus::Expired,
-    CacheStatus::Stale,
-    CacheStatus::Revalidated,
-    CacheStatus::Bypass,
-];
+pub const X_CACHE: [CacheStatus; 6] = CacheStatus::ALL;
 
 /// The kinds of `caching_proxy_origin_errors_total`, in the order of
 /// [`Sample::origin_errors`].
