@@ -242,7 +242,8 @@ pub static TLS_METRICS: Lazy<TlsMetrics> = Lazy::new(|| {
     m
 });
 
-/// "2xx", "3xx", ... for a status code; "error" for 0 (no response written).
+/// "2xx", "3xx", ... for a status code; "none" for 0 (no response written) and codes
+/// outside 100-599.
 pub fn status_class(status: u16) -> &'static str {
     STATUS_CLASSES[status_class_index(status)]
 }
@@ -522,5 +523,17 @@ mod tests {
         assert_eq!(count(["OTHER", "none", "MISS"]), 1);
         assert_eq!(count(["GET", "2xx", "MISS"]), 0);
         assert!(hits() >= before + 2, "durations recorded under HIT");
+    }
+
+    /// The handle tables are indexed by `CacheStatus::index`: it must be the position in
+    /// `CacheStatus::ALL`, and the method table's last entry the catch-all.
+    #[test]
+    fn label_tables_line_up() {
+        for (i, status) in CacheStatus::ALL.into_iter().enumerate() {
+            assert_eq!(status.index(), i, "{status:?}");
+        }
+        let odd = http::Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(METHODS[method_index(&odd)], "OTHER");
+        assert_eq!(METHODS[method_index(&http::Method::DELETE)], "DELETE");
     }
 }
