@@ -188,7 +188,8 @@ fn a_target_over_max_uri_bytes_gets_414() {
 fn a_malformed_request_gets_400_in_the_json_shape() {
     let origin = Origin::cacheable();
     let proxy = Proxy::start(&origin.url());
-    // A field line without a colon; then two different Content-Lengths (ambiguous framing).
+    // A field line without a colon; then two different Content-Lengths (ambiguous framing),
+    // then one that is not a number.
     let bad_field = raw(
         proxy.addr(),
         b"GET / HTTP/1.1\r\nHost: test\r\nno colon here\r\n\r\n",
@@ -199,8 +200,14 @@ fn a_malformed_request_gets_400_in_the_json_shape() {
         b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
     );
     assert_refused(&bad_framing, 400, "BAD_REQUEST");
+    // A Content-Length that is no number: present, so not a request without a body.
+    let bad_length = raw(
+        proxy.addr(),
+        b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1x\r\n\r\na",
+    );
+    assert_refused(&bad_length, 400, "BAD_REQUEST");
     assert_eq!(origin.connections(), 0);
-    assert_eq!(rejected(&proxy, "malformed"), 2.0);
+    assert_eq!(rejected(&proxy, "malformed"), 3.0);
 }
 
 #[test]

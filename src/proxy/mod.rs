@@ -74,6 +74,7 @@ use pingora_cache::key::HashBinary;
 use pingora_cache::{
     CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
 };
+use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::{Digest, ALPN};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -200,6 +201,12 @@ fn cache_status(phase: CachePhase, cache_enabled: bool, served_stale: bool) -> C
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
+
+    /// No downstream modules. Pingora's default adds its response compression module,
+    /// disabled (level 0), which still costs every request its context, an allocation and a
+    /// call per header and body chunk; the proxy compresses nothing (stored bodies are served
+    /// as the origin sent them, with their `Content-Encoding` and `Vary`).
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {

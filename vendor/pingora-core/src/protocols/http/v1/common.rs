@@ -330,12 +330,14 @@ fn from_digits(bytes: &[u8]) -> Option<u64> {
 /// 8.6](https://www.rfc-editor.org/rfc/rfc9110#section-8.6) this lets identical
 /// duplicates (e.g. `Content-Length: 42, 42`) be collapsed to a single value
 /// while genuinely conflicting framing is rejected.
-pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
+///
+/// caching-proxy: takes the values already looked up, so that a caller asks the map once.
+fn content_length_parse_values(values: http::header::GetAll<'_, HeaderValue>) -> Option<u64> {
     // If multiple Content-Length headers were sent, everything can still be
     // alright if they all contain the same value, and all parse correctly. If
     // not, then it's an error.
     let mut content_length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
+    for value in values {
         // A non-visible-ASCII value can't be a valid Content-Length, so the
         // framing is ambiguous.
         let line = value.to_str().ok()?;
@@ -352,12 +354,24 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
     content_length
 }
 
+/// [`content_length_parse_values`] of a header map's `Content-Length` values (for the tests).
+#[cfg(test)]
+pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
+    content_length_parse_values(headers.get_all(header::CONTENT_LENGTH))
+}
+
 /// Resolve the framing `Content-Length` of a message following hyper's decode
 /// rules: the reconciled value when valid, an error when a `Content-Length` is
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
 pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
-    match content_length_parse_all(headers) {
+    // caching-proxy: one lookup of the field, where parsing and then asking whether the
+    // field is present took two (this runs for every request and every response).
+    let values = headers.get_all(header::CONTENT_LENGTH);
+    if values.iter().next().is_none() {
+        return Ok(None);
+    }
+    match content_length_parse_values(values) {
         Some(cl) => {
             // Content-Length frames the body, so a value that does not fit in
             // `usize` cannot be represented and must not be silently truncated
@@ -373,13 +387,12 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
                 )
             })
         }
-        None if headers.contains_key(header::CONTENT_LENGTH) => {
+        None => {
             // debug, not warn: per-message, client-influenced; avoids log floods
             // under adversarial load. The error is returned to the caller.
             debug!("invalid Content-Length header");
             Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header")
         }
-        None => Ok(None),
     }
 }
 
@@ -390,7 +403,7 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
 /// `Content-Length` fields having differing values (or a single invalid value)
 /// has invalid framing and the recipient MUST treat it as an unrecoverable
 /// error. Identical duplicates and comma-combined identical values are
-/// reconciled to a single value via [`content_length_parse_all`].
+/// reconciled to a single value via [`content_length_parse_values`].
 ///
 /// HTTP/2 does not use `Content-Length` for framing, but reconciling it here
 /// keeps the H2 and downgraded-H1 paths consistent and rejects genuinely

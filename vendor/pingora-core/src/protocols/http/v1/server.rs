@@ -931,11 +931,11 @@ impl HttpSession {
                 header.insert_header(header::DATE, date::get_cached_date())?;
             }
 
-            // TODO: make these lazy static
+            // caching-proxy: static values, neither parsed nor allocated per response.
             let connection_value = if self.will_keepalive() {
-                "keep-alive"
+                HeaderValue::from_static("keep-alive")
             } else {
-                "close"
+                HeaderValue::from_static("close")
             };
             header.insert_header(header::CONNECTION, connection_value)?;
         }
