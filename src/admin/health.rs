@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use log::{error, info};
 use parking_lot::Mutex;
 use pingora_core::server::ExecutionPhase;
@@ -60,8 +60,9 @@ impl Readiness {
     }
 }
 
-/// Header carrying the probe token; a listener of this process echoes it back.
-pub const PROBE_HEADER: &str = "x-caching-proxy-probe";
+/// Header carrying the probe token; a listener of this process echoes it back. A parsed name:
+/// the proxy looks for it in every request, and a lookup by text would parse it each time.
+pub const PROBE_HEADER: HeaderName = HeaderName::from_static("x-caching-proxy-probe");
 
 /// A random value known only to this process, used to recognise its own listeners.
 #[derive(Debug, Clone)]

@@ -17,12 +17,7 @@ pub fn not_modified(req: &RequestHeader, resp: &ResponseHeader) -> bool {
     if not_modified_filter(req, resp) {
         return true;
     }
-    // If-None-Match, when present, decides alone (RFC 9110 §13.1.3).
-    if resp.status != StatusCode::OK
-        || !matches!(req.method, Method::GET | Method::HEAD)
-        || req.headers.contains_key(IF_NONE_MATCH)
-        || resp.headers.contains_key(LAST_MODIFIED)
-    {
+    if resp.status != StatusCode::OK || !matches!(req.method, Method::GET | Method::HEAD) {
         return false;
     }
     let date = |h: &http::HeaderMap, name| {
@@ -30,10 +25,15 @@ pub fn not_modified(req: &RequestHeader, resp: &ResponseHeader) -> bool {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_http_date)
     };
-    // The stored Date is parsed only for a request that asks: every hit comes here.
+    // Every hit comes here, most without If-Modified-Since: it is looked for first, and
+    // the rest (and the stored Date) only for a request that has it.
     let Some(since) = date(&req.headers, IF_MODIFIED_SINCE) else {
         return false;
     };
+    // If-None-Match, when present, decides alone (RFC 9110 §13.1.3).
+    if req.headers.contains_key(IF_NONE_MATCH) || resp.headers.contains_key(LAST_MODIFIED) {
+        return false;
+    }
     date(&resp.headers, DATE).is_some_and(|date| since >= date)
 }
 

@@ -112,7 +112,9 @@ fn primary(tls: bool, host: &str, path_and_query: &str) -> String {
     let mut key = String::with_capacity(scheme.len() + host.len() + path_and_query.len() + 2);
     key.push_str(scheme);
     key.push('\n');
-    key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+    key.push_str(host);
+    // In place over the bytes: mapping `chars` would encode every character back.
+    key[scheme.len() + 1..].make_ascii_lowercase();
     key.push('\n');
     key.push_str(path_and_query);
     key
