@@ -249,7 +249,7 @@ pub fn status_class(status: u16) -> &'static str {
 }
 
 /// The `status_class` label values, in [`status_class_index`] order.
-const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
 fn status_class_index(status: u16) -> usize {
     match status {

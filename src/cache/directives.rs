@@ -17,7 +17,7 @@ use http::header::CACHE_CONTROL;
 use http::{HeaderMap, HeaderName};
 use sfv::{BareItem, ListEntry, Parser};
 
-use super::freshness::{self, Delta, DELTA_SECONDS_MAX};
+use super::freshness::{Delta, Directives, DELTA_SECONDS_MAX};
 
 /// The standard targeted field, aimed at every CDN in a chain (RFC 9213 §3).
 pub const CDN_CACHE_CONTROL: &str = "cdn-cache-control";
@@ -62,8 +62,8 @@ impl TargetList {
 pub enum ResponseDirectives<'a> {
     /// A targeted field: its directives, names lower-case, with their delta-seconds.
     Targeted(Vec<(String, Option<u32>)>),
-    /// No targeted field applies: `Cache-Control` (and `Expires`).
-    CacheControl(&'a HeaderMap),
+    /// No targeted field applies: `Cache-Control` (and `Expires`), read once.
+    CacheControl(Directives<'a>),
 }
 
 impl<'a> ResponseDirectives<'a> {
@@ -74,7 +74,7 @@ impl<'a> ResponseDirectives<'a> {
                 return ResponseDirectives::Targeted(directives);
             }
         }
-        ResponseDirectives::CacheControl(headers)
+        ResponseDirectives::CacheControl(Directives::read(headers, &CACHE_CONTROL))
     }
 
     /// Whether a directive is present (`no-store`, `must-revalidate`, `max-age`, ...).
@@ -85,9 +85,7 @@ impl<'a> ResponseDirectives<'a> {
     /// A delta-seconds directive (`max-age`), or whether a valueless one is present.
     pub fn delta(&self, name: &str) -> Delta {
         match self {
-            ResponseDirectives::CacheControl(headers) => {
-                freshness::delta(headers, &CACHE_CONTROL, name)
-            }
+            ResponseDirectives::CacheControl(directives) => directives.delta(name),
             ResponseDirectives::Targeted(directives) => directives
                 .iter()
                 .find(|(n, _)| n == name)

@@ -20,7 +20,7 @@ use pingora_cache::{CacheMeta, NoCacheReason, RespCacheable};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::directives::{ResponseDirectives, TargetList};
-use super::freshness::{self, Delta, FreshnessRules};
+use super::freshness::{self, Delta, Directives, FreshnessRules};
 use super::vary;
 
 #[derive(Debug, Clone)]
@@ -287,7 +287,8 @@ impl RequestDirectives {
         if !h.contains_key(CACHE_CONTROL) && !h.contains_key(PRAGMA) {
             return RequestDirectives::default(); // most requests
         }
-        let secs = |name| match freshness::delta(h, &CACHE_CONTROL, name) {
+        let cc = Directives::read(h, &CACHE_CONTROL);
+        let secs = |name| match cc.delta(name) {
             Delta::Valid(s) => Some(s),
             _ => None,
         };
@@ -299,17 +300,17 @@ impl RequestDirectives {
                     v.split(',')
                         .any(|p| p.trim().eq_ignore_ascii_case("no-cache"))
                 });
-        let max_stale = match freshness::delta(h, &CACHE_CONTROL, "max-stale") {
+        let max_stale = match cc.delta("max-stale") {
             Delta::Absent | Delta::Invalid => None,
             Delta::Bare => Some(None),
             Delta::Valid(s) => Some(Some(s)),
         };
         let mut d = RequestDirectives {
-            no_cache: freshness::has(h, "no-cache") || pragma_no_cache,
+            no_cache: cc.has("no-cache") || pragma_no_cache,
             max_age: secs("max-age"),
             min_fresh: secs("min-fresh"),
             max_stale,
-            only_if_cached: freshness::has(h, "only-if-cached"),
+            only_if_cached: cc.has("only-if-cached"),
         };
         if ignore_no_cache {
             d.no_cache = false;

@@ -5,6 +5,8 @@
 //! The connection is read once per request from Pingora's digest (TLS version) and the
 //! request's HTTP version, and carried in the request context.
 
+use std::net::IpAddr;
+
 use http::{header, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
@@ -30,6 +32,28 @@ impl Default for ClientConnection {
             protocol: "http/1.1",
         }
     }
+}
+
+/// An address as text (`X-Forwarded-For`): an IPv4 address written digit by digit, where
+/// `to_string` runs the formatting machinery for every request to the origin.
+pub fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 impl ClientConnection {
@@ -119,6 +143,24 @@ pub fn https_location(req: &RequestHeader, tls_port: u16) -> String {
 mod tests {
     use super::*;
     use crate::headers::write_fields;
+
+    #[test]
+    fn addresses_are_written_as_to_string_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "9.10.99.100",
+            "127.0.0.1",
+            "192.168.255.250",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8:800:200c:417a",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 
     fn req(target: &str, host: &str) -> RequestHeader {
         let mut r = RequestHeader::build("GET", target.as_bytes(), None).unwrap();

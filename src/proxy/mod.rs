@@ -66,7 +66,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header;
+use http::header::{self, HeaderName};
+use http::HeaderValue;
 use log::warn;
 use std::time::SystemTime;
 
@@ -197,6 +198,11 @@ fn cache_status(phase: CachePhase, cache_enabled: bool, served_stale: bool) -> C
         _ => CacheStatus::Miss,
     }
 }
+
+/// Names of the fields the proxy adds to every upstream request, parsed once: a name given as
+/// text is parsed on every use.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 #[async_trait]
 impl ProxyHttp for Proxy {
@@ -416,8 +422,9 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
         if ctx.cache_enabled && session.cache.phase() == CachePhase::Miss {
-            let key = request_key(session.req_header(), ctx.route.as_deref(), ctx.conn.https());
-            match partial::begin(&self.cache, session.req_header(), &key, &ctx.directives).await {
+            // The key the lookup used: building it again would hash it again.
+            let key = session.cache.cache_key();
+            match partial::begin(&self.cache, session.req_header(), key, &ctx.directives).await {
                 Begin::Hit(hit) => {
                     self.serve_partial(session, ctx, hit).await?;
                     return Ok(false);
@@ -553,14 +560,15 @@ impl ProxyHttp for Proxy {
         routes::apply_request_rules(&route.request_headers, upstream_request);
         upstream_request.insert_header(X_REQUEST_ID, &ctx.request_id)?;
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            let ip = client.ip().to_string();
-            let xff = match upstream_request.headers.get("x-forwarded-for") {
+            let ip = edge::ip_text(client.ip());
+            let xff = match upstream_request.headers.get(&X_FORWARDED_FOR) {
                 Some(prev) => format!("{}, {ip}", String::from_utf8_lossy(prev.as_bytes())),
                 None => ip,
             };
-            upstream_request.insert_header("x-forwarded-for", xff)?;
+            upstream_request.insert_header(X_FORWARDED_FOR, xff)?;
         }
-        upstream_request.insert_header("x-forwarded-proto", ctx.conn.scheme())?;
+        let proto = HeaderValue::from_static(ctx.conn.scheme());
+        upstream_request.insert_header(X_FORWARDED_PROTO, proto)?;
         if let Some(fill) = &ctx.range_fill {
             fill.upstream_request(session.req_header(), upstream_request);
         }

@@ -10,7 +10,7 @@ use super::{Proxy, RequestCtx};
 use crate::cache::key;
 use crate::error::ErrorKind;
 use crate::logging::{self, AccessRecord};
-use crate::metrics::{RequestSeries, METRICS};
+use crate::metrics::RequestSeries;
 use crate::status::Lookup;
 
 /// The series of requests that matched no route (answered by the proxy itself).
@@ -71,14 +71,7 @@ impl Proxy {
     /// Counts a response of the current server of the request's upstream group, by class.
     pub(super) fn count_upstream(&self, ctx: &RequestCtx, class: &str) {
         if let (Some(route), Some(server)) = (&ctx.route, &ctx.server) {
-            METRICS
-                .upstream_requests
-                .with_label_values(&[
-                    route.upstream.name.as_str(),
-                    server.addr.to_string().as_str(),
-                    class,
-                ])
-                .inc();
+            route.upstream.count_request(&server.addr, class);
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod discovery;
 pub mod health;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -21,9 +22,12 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::ServiceWithDependents;
 
 use crate::config::routing::{Routing, Selection, UpstreamGroupConfig};
-use crate::metrics::METRICS;
+use crate::metrics::{METRICS, STATUS_CLASSES};
 use discovery::{DnsDiscovery, Resolver, ServerName, SystemResolver};
 use health::{CheckResults, RecordedCheck};
+use parking_lot::Mutex;
+use pingora_core::protocols::l4::socket::SocketAddr;
+use prometheus::IntCounter;
 
 /// Servers looked at per selection; bounds Ketama's linear walk.
 const MAX_ITERATIONS: usize = 256;
@@ -70,6 +74,10 @@ pub struct UpstreamGroup {
     balancer: Balancer,
     checks: Option<Arc<CheckResults>>,
     config: UpstreamGroupConfig,
+    /// `caching_proxy_upstream_requests_total` of each server by status class, resolved the
+    /// first time a server answers: the label is the server's address, and formatting it for
+    /// every response cost more than the rest of the count (a MISS: 2,000 instructions).
+    requests: Mutex<HashMap<SocketAddr, Arc<[IntCounter; STATUS_CLASSES.len()]>>>,
 }
 
 /// A server of a group as `GET /upstreams` reports it.
@@ -157,8 +165,31 @@ impl UpstreamGroup {
             balancer,
             checks,
             config: config.clone(),
+            requests: Mutex::default(),
         };
         (Arc::new(group), service)
+    }
+
+    /// Counts a request sent to `server` whose answer had status class `class` (`2xx`, ...,
+    /// `none`: no answer).
+    pub fn count_request(&self, server: &SocketAddr, class: &str) {
+        let Some(i) = STATUS_CLASSES.iter().position(|c| *c == class) else {
+            return;
+        };
+        let counters = {
+            let mut requests = self.requests.lock();
+            Arc::clone(requests.entry(server.clone()).or_insert_with(|| {
+                let server = server.to_string();
+                Arc::new(STATUS_CLASSES.map(|class| {
+                    METRICS.upstream_requests.with_label_values(&[
+                        self.name.as_str(),
+                        server.as_str(),
+                        class,
+                    ])
+                }))
+            }))
+        };
+        counters[i].inc();
     }
 
     /// A server for a request: a healthy one that has not failed this request yet; failing
