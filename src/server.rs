@@ -39,8 +39,12 @@ use crate::tls::{Certificates, PairError};
 use crate::upstream::Upstreams;
 use crate::{logging, metrics};
 
-/// How often expired cache entries are swept.
+/// How often expired cache entries are swept: every part of the cache once per interval.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// The parts the sweep goes through one at a time, evenly over the interval (the memory
+/// storage has up to 16 shards: one each). At 300,000 entries a whole pass took 55 ms of
+/// CPU in one go on a core the workers share, about 3.5 ms per shard.
+const SWEEP_PARTS: usize = 16;
 
 /// Write buffer of each client connection. Pingora's default is one TCP segment (1,460
 /// bytes): the header of a 1 KiB response went out in one send and its body in another
@@ -277,15 +281,17 @@ struct Sweeper {
 #[async_trait]
 impl BackgroundService for Sweeper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(self.every);
+        let mut tick = tokio::time::interval(self.every / SWEEP_PARTS as u32);
+        let mut part = 0;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => {
-                    let freed = self.cache.backend.sweep_expired();
+                    let freed = self.cache.backend.sweep_expired(part, SWEEP_PARTS);
                     if freed > 0 {
-                        debug!("cache sweeper freed {freed} expired entries");
+                        debug!("cache sweeper freed {freed} expired entries (part {part})");
                     }
+                    part = (part + 1) % SWEEP_PARTS;
                 }
             }
         }

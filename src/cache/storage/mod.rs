@@ -56,9 +56,11 @@ pub trait CacheBackend: Storage + Send + Sync + 'static {
     /// partial entry that a full one superseded).
     async fn remove_entry(&'static self, key: &CacheKey);
 
-    /// Frees entries that can no longer be served. Called periodically; backends whose
-    /// store expires entries by itself need not do anything.
-    fn sweep_expired(&self) -> u64 {
+    /// Frees entries that can no longer be served, in part `part` of `parts` of the store
+    /// (`part < parts`). The sweeper goes through the parts one at a time, spread over its
+    /// interval, so that no pass holds the store's locks, or the CPU the workers share with
+    /// it, for long. Backends whose store expires entries by itself need not do anything.
+    fn sweep_expired(&self, _part: usize, _parts: usize) -> u64 {
         0
     }
 

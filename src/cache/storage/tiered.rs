@@ -467,8 +467,8 @@ impl CacheBackend for TieredStorage {
         self.l1
     }
 
-    fn sweep_expired(&self) -> u64 {
-        self.l1.map_or(0, |l1| l1.sweep_expired())
+    fn sweep_expired(&self, part: usize, parts: usize) -> u64 {
+        self.l1.map_or(0, |l1| l1.sweep_expired(part, parts))
     }
 
     fn l1_hits(&self) -> Option<u64> {
