@@ -242,16 +242,12 @@ pub static TLS_METRICS: Lazy<TlsMetrics> = Lazy::new(|| {
     m
 });
 
-/// "2xx", "3xx", ... for a status code; "none" for 0 (no response written) and codes
-/// outside 100-599.
-pub fn status_class(status: u16) -> &'static str {
-    STATUS_CLASSES[status_class_index(status)]
-}
-
 /// The `status_class` label values, in [`status_class_index`] order.
 pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
-fn status_class_index(status: u16) -> usize {
+/// The position in [`STATUS_CLASSES`] of a status code's class: "2xx", "3xx", ...; "none"
+/// for 0 (no response) and codes outside 100-599.
+pub fn status_class_index(status: u16) -> usize {
     match status {
         100..=599 => usize::from(status / 100 - 1),
         _ => 5,
@@ -481,14 +477,15 @@ mod tests {
 
     #[test]
     fn status_classes() {
-        assert_eq!(status_class(204), "2xx");
-        assert_eq!(status_class(404), "4xx");
-        assert_eq!(status_class(503), "5xx");
-        assert_eq!(status_class(0), "none");
-        assert_eq!(status_class(100), "1xx");
-        assert_eq!(status_class(599), "5xx");
-        assert_eq!(status_class(99), "none");
-        assert_eq!(status_class(600), "none");
+        let class = |status| STATUS_CLASSES[status_class_index(status)];
+        assert_eq!(class(204), "2xx");
+        assert_eq!(class(404), "4xx");
+        assert_eq!(class(503), "5xx");
+        assert_eq!(class(0), "none");
+        assert_eq!(class(100), "1xx");
+        assert_eq!(class(599), "5xx");
+        assert_eq!(class(99), "none");
+        assert_eq!(class(600), "none");
     }
 
     /// The kept handles are the registered series: what a scrape reads is what was recorded,

@@ -81,14 +81,9 @@ impl<'h> Directives<'h> {
     }
 }
 
-/// Reads directive `name` from every line of the `header` field (`Cache-Control`).
-pub fn delta(headers: &HeaderMap, header: &http::HeaderName, name: &str) -> Delta {
-    Directives::read(headers, header).delta(name)
-}
-
-/// Whether a valueless or valued directive is present (`no-cache`, `must-revalidate`).
+/// Whether `Cache-Control` has a valueless or valued directive (`no-store`, ...).
 pub fn has(headers: &HeaderMap, name: &str) -> bool {
-    delta(headers, &CACHE_CONTROL, name).is_present()
+    Directives::read(headers, &CACHE_CONTROL).has(name)
 }
 
 fn parse_delta(v: &str) -> Delta {
@@ -320,7 +315,9 @@ mod tests {
 
     #[test]
     fn delta_seconds_parsing() {
-        let cc = |v: &str| delta(&headers(&[("cache-control", v)]), &CACHE_CONTROL, "max-age");
+        let cc = |v: &str| {
+            Directives::read(&headers(&[("cache-control", v)]), &CACHE_CONTROL).delta("max-age")
+        };
         assert_eq!(cc("max-age=60"), Delta::Valid(60));
         assert_eq!(cc("public, MAX-AGE=60"), Delta::Valid(60));
         assert_eq!(cc("max-age=\"60\""), Delta::Valid(60));
@@ -345,7 +342,8 @@ mod tests {
             ("cache-control", "max-age=60"),
             ("cache-control", "max-age=10"),
         ]);
-        assert_eq!(delta(&h, &CACHE_CONTROL, "max-age"), Delta::Invalid);
+        let cc = Directives::read(&h, &CACHE_CONTROL);
+        assert_eq!(cc.delta("max-age"), Delta::Invalid);
     }
 
     #[test]

@@ -92,7 +92,7 @@ use crate::config::routing::Selection;
 use crate::config::{Config, CorsConfig, LimitsConfig, UpstreamConfig};
 use crate::error::ErrorKind;
 use crate::headers::{self, X_REQUEST_ID};
-use crate::metrics::{status_class, METRICS};
+use crate::metrics::METRICS;
 use crate::routes::{self, Route, Router};
 use crate::status::StatusBoard;
 use crate::upstream;
@@ -591,7 +591,7 @@ impl ProxyHttp for Proxy {
         if upstream_response.status.is_server_error() {
             METRICS.origin_errors.with_label_values(&["5xx"]).inc();
         }
-        self.count_upstream(ctx, status_class(upstream_response.status.as_u16()));
+        self.count_upstream(ctx, upstream_response.status.as_u16());
         let switching = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
         let upgrade = switching
             .then(|| hop_by_hop::upgrade(&upstream_response.headers))
@@ -743,7 +743,7 @@ impl ProxyHttp for Proxy {
             _ => "connect",
         };
         METRICS.origin_errors.with_label_values(&[kind]).inc();
-        self.count_upstream(ctx, "none");
+        self.count_upstream(ctx, 0);
         // The request never reached the server: any method may go to another one.
         if self.retry(ctx) {
             e.set_retry(true);

@@ -68,10 +68,11 @@ impl Proxy {
         });
     }
 
-    /// Counts a response of the current server of the request's upstream group, by class.
-    pub(super) fn count_upstream(&self, ctx: &RequestCtx, class: &str) {
+    /// Counts a response of the current server of the request's upstream group by its
+    /// status (0: none came).
+    pub(super) fn count_upstream(&self, ctx: &RequestCtx, status: u16) {
         if let (Some(route), Some(server)) = (&ctx.route, &ctx.server) {
-            route.upstream.count_request(&server.addr, class);
+            route.upstream.count_request(&server.addr, status);
         }
     }
 }

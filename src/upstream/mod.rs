@@ -22,7 +22,7 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::ServiceWithDependents;
 
 use crate::config::routing::{Routing, Selection, UpstreamGroupConfig};
-use crate::metrics::{METRICS, STATUS_CLASSES};
+use crate::metrics::{status_class_index, METRICS, STATUS_CLASSES};
 use discovery::{DnsDiscovery, Resolver, ServerName, SystemResolver};
 use health::{CheckResults, RecordedCheck};
 use parking_lot::Mutex;
@@ -170,12 +170,9 @@ impl UpstreamGroup {
         (Arc::new(group), service)
     }
 
-    /// Counts a request sent to `server` whose answer had status class `class` (`2xx`, ...,
-    /// `none`: no answer).
-    pub fn count_request(&self, server: &SocketAddr, class: &str) {
-        let Some(i) = STATUS_CLASSES.iter().position(|c| *c == class) else {
-            return;
-        };
+    /// Counts a request sent to `server` by the status of its answer (0: no answer).
+    pub fn count_request(&self, server: &SocketAddr, status: u16) {
+        let i = status_class_index(status);
         let mut requests = self.requests.lock();
         if let Some(counters) = requests.get(server) {
             counters[i].inc();
