@@ -16,6 +16,7 @@ PROXY_BIN=${PROXY_BIN:-$TARGET_DIR/release/caching-proxy}
 ORIGIN_BIN="$TARGET_DIR/release/examples/bench_origin"
 BURST_BIN="$TARGET_DIR/release/examples/bench_burst"
 HANDSHAKE_BIN="$TARGET_DIR/release/examples/bench_handshakes"
+RATE_BIN="$TARGET_DIR/release/examples/bench_rate"
 # Servers on one core, the load generator and the origin on the other.
 CPU_SERVER=${CPU_SERVER:-0}
 CPU_CLIENT=${CPU_CLIENT:-1}
@@ -107,7 +108,7 @@ ensure_packages() {
 build() {
     log "building caching-proxy and the bench examples (release)"
     (cd "$ROOT" && cargo build --release --locked -q &&
-        cargo build --release --locked -q --example bench_origin --example bench_burst --example bench_handshakes)
+        cargo build --release --locked -q --example bench_origin --example bench_burst --example bench_handshakes --example bench_rate)
 }
 
 # N distinct free ports on 127.0.0.1, drawn at random from 10000-19999: below the kernel's
@@ -236,6 +237,13 @@ cpu_ticks() {
 }
 CLK_TCK=$(getconf CLK_TCK)
 
+# CPU ticks of this script's finished children (cutime + cstime of the main shell: a load
+# generator run and waited for counts once it has exited). The difference around one client
+# run is the client's CPU time: whether the load generator, not the server, was the limit.
+client_ticks() {
+    sed 's/.*) //' "/proc/$$/stat" | awk '{ print $14 + $15 }'
+}
+
 # How busy the machine's CPUs are over one second, in percent (both CPUs together). Work
 # that is not the benchmark's (a compile, say) skews every row, so the reports record it.
 cpu_busy() {
@@ -278,6 +286,16 @@ run_wrk() {
     taskset -c "$CPU_CLIENT" timeout $((secs + 20)) \
         wrk -t1 -c "$conns" -d "${secs}s" --timeout 5s --latency "$@" "$url" >"$out" 2>&1 ||
         { cat "$out" >&2; die "wrk failed against $url"; }
+}
+
+# bench_rate at URL with CONNECTIONS for WARMUP + DURATION s at RATE req/s: run_rate OUT URL
+# CONNECTIONS; prints its JSON line.
+run_rate() {
+    local out=$1
+    taskset -c "$CPU_CLIENT" timeout $((DURATION + WARMUP + 30)) \
+        "$RATE_BIN" "$2" "$3" "$RATE" "$DURATION" "$WARMUP" >"$out" 2>&1 ||
+        { cat "$out" >&2; die "bench_rate failed: $*"; }
+    cat "$out"
 }
 
 # Reads wrk's output: prints "req_s p50_ms p99_ms mean_ms max_ms errors" (errors = socket

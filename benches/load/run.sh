@@ -27,6 +27,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/tls.sh"
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
 BURST=${BURST:-200}
+# Requests per second of the fixed-rate rows (rate1k, tlsrate1k), the same for every server:
+# well below each one's saturation (a third of caching-proxy's 1 KiB hits on one core here,
+# two fifths of nginx's), so their latency is the server's answer to one load.
+RATE=${RATE:-20000}
+[[ $RATE =~ ^[1-9][0-9]*$ ]] || die "RATE must be a positive number, not \"$RATE\""
 # How often the whole set of rows runs; ROUNDS=1 is one pass, for a quick look.
 ROUNDS=${ROUNDS:-3}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number, not \"$ROUNDS\""
@@ -168,7 +173,7 @@ begin_row() {
 put() { R[$1,$2,$3,$ROUND]=$4; }
 
 # The figures that are summarised; a field a row does not measure is "-" or absent.
-FIELDS=(rps p50 p99 mean max rss fetches errors cpu requests cpu_ms l2hits l2misses l2writes l2errors)
+FIELDS=(rps p50 p99 mean max rss fetches errors cpu client_cpu requests cpu_ms l2hits l2misses l2writes l2errors)
 
 # Median, min and max of numbers (one per argument): "median min max". An even count has
 # the mean of the middle two as its median.
@@ -276,13 +281,14 @@ record() {
     put "$row" "$s" fetches "$9"
     put "$row" "$s" errors "${10}"
     put "$row" "$s" cpu "${11}"
-    log "$row ${NAME[$s]} (round $ROUND/$ROUNDS): req/s $3, p50 $4 ms, p99 $5 ms, mean $6 ms, RSS $(($8 / 1024)) MiB, CPU ${11} %, origin fetches $9, errors ${10}"
+    put "$row" "$s" client_cpu "${12:--}"
+    log "$row ${NAME[$s]} (round $ROUND/$ROUNDS): req/s $3, p50 $4 ms, p99 $5 ms, mean $6 ms, RSS $(($8 / 1024)) MiB, CPU ${11} %, client CPU ${12:--} %, origin fetches $9, errors ${10}"
 }
 
 # A wrk row: wrk_row ROW LABEL PATH CONNECTIONS hit|miss [SERVER...] (default: SERVERS)
 wrk_row() {
     local row=$1 label=$2 path=$3 conns=$4 mode=$5 s url before after l2before
-    local rps p50 p99 mean max errors ticks t0 cpu
+    local rps p50 p99 mean max errors ticks t0 cpu c0 wall
     shift 5
     begin_row "$row" "$label" "$@"
     for s in "${ORDER[@]}"; do
@@ -302,15 +308,46 @@ wrk_row() {
         export WRK_PREFIX="/1k/miss-$RUN_ID-$ROUND-$s-"
         before=$(origin_count)
         if [[ -n ${ADMIN[$s]:-} ]]; then l2before=$(l2_counters "$s"); fi
-        ticks=$(server_ticks "$s") t0=$(now_ns)
+        ticks=$(server_ticks "$s") c0=$(client_ticks) t0=$(now_ns)
         run_wrk "$WORK/$row-$s.txt" "$conns" "$DURATION" "$url" "${script[@]}"
-        cpu=$(calc %.0f "100 * ($(server_ticks "$s") - $ticks) / $CLK_TCK / (($(now_ns) - $t0) / 1e9)")
+        wall=$(calc %.6f "($(now_ns) - $t0) / 1e9")
+        cpu=$(calc %.0f "100 * ($(server_ticks "$s") - $ticks) / $CLK_TCK / $wall")
         after=$(origin_count)
         read -r rps p50 p99 mean max errors < <(parse_wrk "$WORK/$row-$s.txt")
         put "$row" "$s" requests "$(awk '/requests in/ { print $1 }' "$WORK/$row-$s.txt")"
         record "$row" "$s" "$rps" "$p50" "$p99" "$mean" "$max" "$(server_rss "$s")" \
-            $((after - before)) "$errors" "$cpu"
+            $((after - before)) "$errors" "$cpu" \
+            "$(calc %.0f "100 * ($(client_ticks) - $c0) / $CLK_TCK / $wall")"
         if [[ -n ${ADMIN[$s]:-} ]]; then l2_delta "$row" "$s" "$l2before"; fi
+    done
+}
+
+# Requests at a fixed rate, the same for every server (examples/bench_rate.rs): the latency
+# of one load rather than of as many requests as the server takes. A wrk row gives a faster
+# server more requests, and over TLS wrk's core is near full against caching-proxy, so its
+# latencies there measure the client's own queue as well.
+# rate_row ROW LABEL PATH CONNECTIONS [SERVER...] (default: SERVERS); the rate is RATE.
+rate_row() {
+    local row=$1 label=$2 path=$3 conns=$4 s url before after ticks c0 t0 wall json
+    shift 4
+    begin_row "$row" "$label" "$@"
+    for s in "${ORDER[@]}"; do
+        url="${SCHEME[$s]:-http}://127.0.0.1:${PORT[$s]}$path"
+        curl -sk -o /dev/null "$url"
+        curl -sk -o /dev/null "$url"
+        before=$(origin_count)
+        ticks=$(server_ticks "$s") c0=$(client_ticks) t0=$(now_ns)
+        json=$(run_rate "$WORK/$row-$s.json" "$url" "$conns")
+        wall=$(calc %.6f "($(now_ns) - $t0) / 1e9")
+        after=$(origin_count)
+        put "$row" "$s" requests "$(jq -r .requests <<<"$json")"
+        put "$row" "$s" late "$(jq -r .late <<<"$json")"
+        record "$row" "$s" "$(jq -r .rate <<<"$json")" \
+            "$(jq -r .p50_ms <<<"$json")" "$(jq -r .p99_ms <<<"$json")" \
+            "$(jq -r .mean_ms <<<"$json")" "$(jq -r .max_ms <<<"$json")" \
+            "$(server_rss "$s")" $((after - before)) "$(jq -r .errors <<<"$json")" \
+            "$(calc %.0f "100 * ($(server_ticks "$s") - $ticks) / $CLK_TCK / $wall")" \
+            "$(calc %.0f "100 * ($(client_ticks) - $c0) / $CLK_TCK / $wall")"
     done
 }
 
@@ -401,8 +438,8 @@ report() {
     fi
     echo "- other work on the machine: CPUs $BUSY_BEFORE% busy in the second before the first row, $(cpu_busy)% after the last (servers idle); much above 0 means the rows are noisy"
     echo
-    echo "| row | server | req/s | req/s min–max | p50 ms | p99 ms | p99 min–max | mean ms | max ms | RSS MiB | CPU % | origin fetches | ours/nginx | ours/Varnish |"
-    echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    echo "| row | server | req/s | req/s min–max | p50 ms | p99 ms | p99 min–max | mean ms | max ms | RSS MiB | CPU % | client CPU % | origin fetches | ours/nginx | ours/Varnish |"
+    echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     for row in "${DONE_ROWS[@]}"; do
         read -ra servers <<<"${ROW_SERVERS[$row]}"
         for s in "${servers[@]}"; do
@@ -420,16 +457,19 @@ report() {
             local cpu_cell
             cpu_cell=$(cell %.0f "${R[$row,$s,cpu]}")
             if noisy "$row" "$s"; then cpu_cell+=" ⚠"; fi
+            local client_cell
+            client_cell=$(cell %.0f "${R[$row,$s,client_cpu]:--}")
+            if client_bound "$row" "$s"; then client_cell+=" ⚠"; fi
             fetches=$(calc %.0f "${R[$row,$s,fetches]}")
             if [[ ${R[$row,$s,fetches,min]} != "${R[$row,$s,fetches,max]}" ]]; then
                 fetches+=" (${R[$row,$s,fetches,min]}–${R[$row,$s,fetches,max]})"
             fi
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
                 "${LABEL[$row]}" "${NAME[$s]}$note" "$(cell %.0f "$rps")" "$(spread %.0f "$row" "$s" rps)" \
                 "$(cell %.3f "${R[$row,$s,p50]}")" "$(cell %.3f "${R[$row,$s,p99]}")" \
                 "$(spread %.2f "$row" "$s" p99)" \
                 "$(cell %.3f "${R[$row,$s,mean]}")" "$(cell %.1f "${R[$row,$s,max]}")" \
-                "$(calc %.1f "${R[$row,$s,rss]} / 1024")" "$cpu_cell" \
+                "$(calc %.1f "${R[$row,$s,rss]} / 1024")" "$cpu_cell" "$client_cell" \
                 "$fetches" "$ratio_n" "$ratio_v"
         done
     done
@@ -447,7 +487,11 @@ report() {
     echo "CPU %: the server's CPU time during the row over the row's wall time (100 = all of CPU"
     echo "$CPU_SERVER). Each server is the bottleneck, so it should be near 100; ⚠ marks less than ${MIN_CPU}%:"
     echo "other work on the machine took the CPU (or the load generator fell behind), so the row is"
-    echo "not a fair measure: rerun. Origin fetches: requests the origin received during the"
+    echo "not a fair measure: rerun. Client CPU %: the load generator's CPU time (wrk, h2load,"
+    echo "bench_handshakes, bench_rate on CPU $CPU_CLIENT) over the row's wall time; ⚠ marks ${MAX_CLIENT_CPU}% or more"
+    echo "in any round: the client, not only the server, was near its core's limit, so that"
+    echo "server's req/s is a lower bound and its latencies include the client's own queue."
+    echo "Origin fetches: requests the origin received during the"
     echo "measured part of the row (0 for a warm HIT row; one per request on the MISS row). RSS:"
     echo "after the row; nginx's leaves out its cache on tmpfs ($NGINX_SHM_MIB MiB after the last MISS row)."
     echo "caching-proxy, default settings: a second instance with the same cache flags but the"
@@ -465,6 +509,14 @@ report() {
     echo "one request through the server (and wrk), not a share of a saturated core; their CPU % is"
     echo "low by design and never marked. The Redis tier's target (an L2 hit within 2× the memory"
     echo "hit's p50) reads these rows first; the 64-connection rows' p50 is mostly queueing."
+    if ran rate1k || ran tlsrate1k; then
+        echo "Fixed-rate rows: bench_rate (examples/) sends $RATE requests a second over 64 keep-alive"
+        echo "connections to every server alike (they leave on whole milliseconds, $((RATE / 1000)) at a time); a"
+        echo "request's latency runs from when it left, or from when it was due if its connection was"
+        echo "still waiting for the previous answer. req/s is the rate answered (the same for every"
+        echo "server that keeps up, so the ratio is near 1); CPU % is the server's share of its core"
+        echo "at that load, low by design and never marked."
+    fi
     echo "2 origins round robin: the MISS row through an upstream group of two origin processes"
     echo "(both on CPU $CPU_CLIENT) in round robin, from a config file (upstreams/routes) instead of"
     echo "--origin; origin fetches are both origins' together."
@@ -501,8 +553,16 @@ ratio_cell() {
 # A wrk row where the server got less than MIN_CPU % of its core in some round: something
 # else ran there.
 MIN_CPU=${MIN_CPU:-90}
+# Whether a row's client was near its core's limit against a server (in any round): its
+# latency figures then include the client's own queue.
+MAX_CLIENT_CPU=90
+client_bound() {
+    local c=${R[$1,$2,client_cpu,max]:--}
+    [[ $c != - ]] && ((c >= MAX_CLIENT_CPU))
+}
+
 noisy() {
-    [[ ${LABEL[$1]} == *"(latency)" ]] && return 1
+    [[ ${LABEL[$1]} == *"(latency)" || ${LABEL[$1]} == *"fixed "*" req/s" ]] && return 1
     local cpu=${R[$1,$2,cpu,min]:--}
     [[ $cpu != - ]] && ((cpu < MIN_CPU))
 }
@@ -541,6 +601,7 @@ targets() {
         o=${R[$row,ours,mean]}
         echo "- ${LABEL[$row]}: 1 origin fetch, mean within 20 ms of 50 ms: $(met "${R[$row,ours,fetches,min]} == 1 && ${R[$row,ours,fetches,max]} == 1 && $o <= 70") (caching-proxy ${R[$row,ours,fetches]} origin fetch(es), in every round: ${R[$row,ours,fetches,min]}–${R[$row,ours,fetches,max]}, mean $o ms; nginx ${R[$row,nginx,fetches]}, mean ${R[$row,nginx,mean]} ms; Varnish ${R[$row,varnish,fetches]}, mean ${R[$row,varnish,mean]} ms)"
     done
+    rate_targets
     echo "- Memory (peak RSS ≤ cache size + 32 MiB): measured by benches/load/memory.sh, see benches/results/memory.md"
     defaults_cost
     redis_targets
@@ -548,6 +609,17 @@ targets() {
         o=${R[miss64lb,lb,rps]} n=${R[miss64,ours,rps]}
         echo "- ${LABEL[miss64lb]}, the load-balancing overhead (no target): $o vs $n req/s with one origin = $(calc %.2f× "$o / $n"); p50 ${R[miss64lb,lb,p50]} vs ${R[miss64,ours,p50]} ms, p99 ${R[miss64lb,lb,p99]} vs ${R[miss64,ours,p99]} ms$({ noise_note miss64lb lb; noise_note miss64 ours; } | sed -n 1p)"
     fi
+}
+
+# The fixed-rate rows: the p99 target at one load, the same for both servers (a wrk row's
+# p99 is at whatever rate each server reaches, and over TLS wrk's own queue is in it).
+rate_targets() {
+    local pair row o n
+    for pair in rate1k:ours:nginx tlsrate1k:ours_tls:nginx_tls; do
+        IFS=: read -r row o n <<<"$pair"
+        ran "$row" || continue
+        echo "- ${LABEL[$row]}: the rate answered, p99 no worse than nginx's at the same load: $(met "${R[$row,$o,rps]} >= 0.99 * $RATE && ${R[$row,$o,p99]} <= ${R[$row,$n,p99]}") (req/s ${R[$row,$o,rps]} vs ${R[$row,$n,rps]}; p50 ${R[$row,$o,p50]} vs ${R[$row,$n,p50]} ms, p99 ${R[$row,$o,p99]} vs ${R[$row,$n,p99]} ms, p99 range $(spread %.2f "$row" "$o" p99) vs $(spread %.2f "$row" "$n" p99))"
+    done
 }
 
 # What the default settings cost (no target): the default-settings instance beside the tuned
@@ -627,6 +699,8 @@ run_rows() {
     # Far more ready connections than a worker's run queue holds (256): whether they are
     # served in turn (p99 near p50) or some wait while others are served.
     want hit1k1000 && wrk_row hit1k1000 "HIT 1 KiB, 1000 conns" /1k 1000 hit ours ours_default nginx
+    # Every server the same load: p99 as the answer to it, not to as much as it takes.
+    want rate1k && rate_row rate1k "HIT 1 KiB, 64 conns, fixed $RATE req/s" /1k 64 "${MAIN_SERVERS[@]}"
     want miss64 && wrk_row miss64 "MISS 1 KiB (unique URLs), 64 conns" /1k 64 miss "${MAIN_SERVERS[@]}"
     want miss64lb && wrk_row miss64lb "MISS 1 KiB (unique URLs), 64 conns, 2 origins round robin" /1k 64 miss lb
     want coalesce && burst_row coalesce "Coalescing: $BURST at once, uncached /slow (50 ms)" fresh
@@ -634,6 +708,7 @@ run_rows() {
     want coalesce_expired && burst_row coalesce_expired "Coalescing: $BURST at once, just-expired /slow-expiring (50 ms)" expired
     # TLS at the edge: caching-proxy's TLS listener beside nginx's, same certificate.
     want tlshit1k && wrk_row tlshit1k "HTTPS/1.1 HIT 1 KiB, 64 keep-alive conns" /1k 64 hit ours_tls nginx_tls
+    want tlsrate1k && rate_row tlsrate1k "HTTPS/1.1 HIT 1 KiB, 64 keep-alive conns, fixed $RATE req/s" /1k 64 ours_tls nginx_tls
     want h2hit1k && h2load_row h2hit1k "HTTP/2 HIT 1 KiB, 64 conns × 10 streams" /1k 64 10 ours_tls nginx_tls
     want handshake && handshake_row handshake "New TLS 1.3 handshakes, 1 request each" /1k ours_tls nginx_tls
     return 0
@@ -656,14 +731,14 @@ main() {
     PORT[ours]=$PROXY_PORT PID[ours]=$PROXY_PID
     PORT[ours_tls]=${TLS_PORT:-} PID[ours_tls]=$PROXY_PID
     local ours_admin=$PROXY_ADMIN_PORT
-    if want_any hit1k64 hit16k64 hit256k64 hit1k256 hit1k1000 miss64; then
+    if want_any hit1k64 hit16k64 hit256k64 hit1k256 hit1k1000 rate1k miss64; then
         start_default_proxy
     fi
     start_nginx
     PORT[nginx]=$NGINX_PORT PID[nginx]=$NGINX_PID
     PORT[nginx_tls]=${NGINX_TLS_PORT:-} PID[nginx_tls]=$NGINX_PID
     # Varnish and the Redis tier only for the rows that use them.
-    if want_any hit1k64 hit16k64 hit256k64 hit1k256 miss64 coalesce coalesce_expired; then
+    if want_any hit1k64 hit16k64 hit256k64 hit1k256 rate1k miss64 coalesce coalesce_expired; then
         start_varnish
         PORT[varnish]=$VARNISH_PORT PID[varnish]=$VARNISH_PID
     fi

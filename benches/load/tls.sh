@@ -10,7 +10,7 @@
 #   handshake  new TLS 1.3 connections, one request each (bench_handshakes): handshakes per
 #              second and the server's CPU time per handshake
 
-TLS_ROWS=(tlshit1k h2hit1k handshake)
+TLS_ROWS=(tlshit1k tlsrate1k h2hit1k handshake)
 # Connections in flight at once in the handshake row (each one new connection after the other).
 HANDSHAKE_CONNECTIONS=${HANDSHAKE_CONNECTIONS:-64}
 
@@ -69,7 +69,7 @@ run_h2load() {
 
 # An HTTP/2 HIT row: h2load_row ROW LABEL PATH CONNECTIONS STREAMS SERVER...
 h2load_row() {
-    local row=$1 label=$2 path=$3 conns=$4 streams=$5 s url before after ticks t0 cpu
+    local row=$1 label=$2 path=$3 conns=$4 streams=$5 s url before after ticks t0 cpu c0 wall
     local rps ok errors mean max cmean cmax proto
     shift 5
     begin_row "$row" "$label" "$@"
@@ -78,17 +78,19 @@ h2load_row() {
         curl -sk --http2 -o /dev/null "$url"
         curl -sk --http2 -o /dev/null "$url"
         before=$(origin_count)
-        ticks=$(server_ticks "$s") t0=$(now_ns)
+        ticks=$(server_ticks "$s") c0=$(client_ticks) t0=$(now_ns)
         run_h2load "$WORK/$row-$s.txt" $((DURATION + WARMUP + 30)) \
             -c "$conns" -m "$streams" -D "$DURATION" --warm-up-time "$WARMUP" "$url"
-        cpu=$(calc %.0f "100 * ($(server_ticks "$s") - $ticks) / $CLK_TCK / (($(now_ns) - $t0) / 1e9)")
+        wall=$(calc %.6f "($(now_ns) - $t0) / 1e9")
+        cpu=$(calc %.0f "100 * ($(server_ticks "$s") - $ticks) / $CLK_TCK / $wall")
         after=$(origin_count)
         read -r rps ok errors mean max cmean cmax proto < <(parse_h2load "$WORK/$row-$s.txt")
         [[ $proto == TLSv1.3 ]] || log "$row ${NAME[$s]}: negotiated $proto"
         put "$row" "$s" requests "$ok"
         # h2load gives no percentiles: p50 and p99 are "-".
         record "$row" "$s" "$(calc %.0f "$rps")" - - "$mean" "$max" "$(server_rss "$s")" \
-            $((after - before)) "$errors" "$cpu"
+            $((after - before)) "$errors" "$cpu" \
+            "$(calc %.0f "100 * ($(client_ticks) - $c0) / $CLK_TCK / $wall")"
     done
 }
 
@@ -98,7 +100,7 @@ h2load_row() {
 # req/s is handshakes per second (connections answered 200); p50/p99/mean/max the time to
 # connect (TCP and TLS).
 handshake_row() {
-    local row=$1 label=$2 path=$3 s addr before after ticks t0 cpu wall cpu_ms json total
+    local row=$1 label=$2 path=$3 s addr before after ticks t0 cpu wall cpu_ms json total c0
     shift 3
     begin_row "$row" "$label" "$@"
     for s in "${ORDER[@]}"; do
@@ -108,7 +110,7 @@ handshake_row() {
             run_handshakes "$WORK/$row-$s-warmup.json" "$addr" "$path" "$WARMUP" >/dev/null
         fi
         before=$(origin_count)
-        ticks=$(server_ticks "$s") t0=$(now_ns)
+        ticks=$(server_ticks "$s") c0=$(client_ticks) t0=$(now_ns)
         json=$(run_handshakes "$WORK/$row-$s.json" "$addr" "$path" "$DURATION")
         wall=$(calc %.3f "($(now_ns) - $t0) / 1e9")
         ticks=$(($(server_ticks "$s") - ticks))
@@ -124,7 +126,8 @@ handshake_row() {
         record "$row" "$s" "$(jq -r .rate <<<"$json")" \
             "$(jq -r .p50_ms <<<"$json")" "$(jq -r .p99_ms <<<"$json")" \
             "$(jq -r .mean_ms <<<"$json")" "$(jq -r .max_ms <<<"$json")" \
-            "$(server_rss "$s")" $((after - before)) "$(jq -r .errors <<<"$json")" "$cpu"
+            "$(server_rss "$s")" $((after - before)) "$(jq -r .errors <<<"$json")" "$cpu" \
+            "$(calc %.0f "100 * ($(client_ticks) - $c0) / $CLK_TCK / $wall")"
     done
 }
 

@@ -1,5 +1,5 @@
 //! Reading one HTTP/1.1 response, shared by the load benchmark's clients (`bench_burst`,
-//! `bench_handshakes`). Included with `#[path]`: examples are single-file crates.
+//! `bench_handshakes`, `bench_rate`). Included with `#[path]`: examples are single-file crates.
 
 use std::io;
 
