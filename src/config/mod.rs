@@ -380,11 +380,6 @@ impl Config {
             threads: s.threads,
             runtime_max_io_events_per_tick: Some(s.io_events.per_poll),
             runtime_max_io_events_per_busy_tick: Some(s.io_events.per_busy_poll),
-            // One worker has no one to steal from: a current-thread runtime runs the same
-            // tasks without the multi-thread scheduler's atomics and LIFO slot (650 fewer
-            // instructions per 1 KiB hit, `benches/README.md`). Pingora's service runtimes
-            // share this setting; the background services run one thread each anyway.
-            work_stealing: s.threads > 1,
             pid_file: s.pid_file.clone(),
             upgrade_sock: s.upgrade_sock.clone(),
             grace_period_seconds: Some(s.grace_period.as_secs()),
@@ -709,14 +704,6 @@ mod tests {
         let conf = c.pingora_conf();
         assert_eq!(conf.runtime_max_io_events_per_tick, Some(1024));
         assert_eq!(conf.runtime_max_io_events_per_busy_tick, Some(61));
-    }
-
-    #[test]
-    fn one_worker_thread_runs_a_current_thread_runtime() {
-        let one = load(&["--origin", "http://127.0.0.1:9000", "--threads", "1"]).unwrap();
-        assert!(!one.pingora_conf().work_stealing);
-        let two = load(&["--origin", "http://127.0.0.1:9000", "--threads", "2"]).unwrap();
-        assert!(two.pingora_conf().work_stealing);
     }
 
     #[test]
