@@ -341,7 +341,8 @@ rate_row() {
         wall=$(calc %.6f "($(now_ns) - $t0) / 1e9")
         after=$(origin_count)
         put "$row" "$s" requests "$(jq -r .requests <<<"$json")"
-        put "$row" "$s" late "$(jq -r .late <<<"$json")"
+        # late: requests whose connection was still waiting when they were due.
+        log "$row ${NAME[$s]}: $json"
         record "$row" "$s" "$(jq -r .rate <<<"$json")" \
             "$(jq -r .p50_ms <<<"$json")" "$(jq -r .p99_ms <<<"$json")" \
             "$(jq -r .mean_ms <<<"$json")" "$(jq -r .max_ms <<<"$json")" \
