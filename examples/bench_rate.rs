@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 #[path = "support/response.rs"]
 mod response;
@@ -44,7 +45,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the run is asked to do.
 struct Plan {
-    tls: bool,
+    /// For an `https://` URL.
+    tls: Option<TlsConnector>,
     addr: String,
     request: Vec<u8>,
     connections: usize,
@@ -80,11 +82,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 async fn connect(plan: &Plan) -> io::Result<Box<dyn Stream>> {
     let tcp = TcpStream::connect(&plan.addr).await?;
     tcp.set_nodelay(true)?;
-    if !plan.tls {
+    let Some(connector) = &plan.tls else {
         return Ok(Box::new(tcp));
-    }
+    };
     let name = ServerName::try_from("localhost").expect("a valid name");
-    Ok(Box::new(tls::connector()?.connect(name, tcp).await?))
+    Ok(Box::new(connector.connect(name, tcp).await?))
 }
 
 /// One request on `stream`: its status, or the error that ends the connection.
@@ -253,7 +255,7 @@ fn main() -> io::Result<()> {
     // The first requests leave a moment after the connections' tasks start.
     let start = Instant::now() + Duration::from_millis(50);
     let plan = Plan {
-        tls,
+        tls: if tls { Some(tls::connector()?) } else { None },
         addr: addr.to_owned(),
         request: format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes(),
         connections,

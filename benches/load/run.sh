@@ -311,13 +311,13 @@ wrk_row() {
         ticks=$(server_ticks "$s") c0=$(client_ticks) t0=$(now_ns)
         run_wrk "$WORK/$row-$s.txt" "$conns" "$DURATION" "$url" "${script[@]}"
         wall=$(calc %.6f "($(now_ns) - $t0) / 1e9")
-        cpu=$(calc %.0f "100 * ($(server_ticks "$s") - $ticks) / $CLK_TCK / $wall")
+        cpu=$(cpu_percent "$(server_ticks "$s") - $ticks" "$wall")
         after=$(origin_count)
         read -r rps p50 p99 mean max errors < <(parse_wrk "$WORK/$row-$s.txt")
         put "$row" "$s" requests "$(awk '/requests in/ { print $1 }' "$WORK/$row-$s.txt")"
         record "$row" "$s" "$rps" "$p50" "$p99" "$mean" "$max" "$(server_rss "$s")" \
             $((after - before)) "$errors" "$cpu" \
-            "$(calc %.0f "100 * ($(client_ticks) - $c0) / $CLK_TCK / $wall")"
+            "$(cpu_percent "$(client_ticks) - $c0" "$wall")"
         if [[ -n ${ADMIN[$s]:-} ]]; then l2_delta "$row" "$s" "$l2before"; fi
     done
 }
@@ -341,14 +341,14 @@ rate_row() {
         wall=$(calc %.6f "($(now_ns) - $t0) / 1e9")
         after=$(origin_count)
         put "$row" "$s" requests "$(jq -r .requests <<<"$json")"
-        # late: requests whose connection was still waiting when they were due.
+        # The whole line: its late requests, p90 and p99.9 are not in the table.
         log "$row ${NAME[$s]}: $json"
         record "$row" "$s" "$(jq -r .rate <<<"$json")" \
             "$(jq -r .p50_ms <<<"$json")" "$(jq -r .p99_ms <<<"$json")" \
             "$(jq -r .mean_ms <<<"$json")" "$(jq -r .max_ms <<<"$json")" \
             "$(server_rss "$s")" $((after - before)) "$(jq -r .errors <<<"$json")" \
-            "$(calc %.0f "100 * ($(server_ticks "$s") - $ticks) / $CLK_TCK / $wall")" \
-            "$(calc %.0f "100 * ($(client_ticks) - $c0) / $CLK_TCK / $wall")"
+            "$(cpu_percent "$(server_ticks "$s") - $ticks" "$wall")" \
+            "$(cpu_percent "$(client_ticks) - $c0" "$wall")"
     done
 }
 
@@ -400,6 +400,8 @@ burst_row() {
 version() { { "$@" 2>&1 || true; } | grep -o '[0-9][0-9.]*[0-9]' | sed -n 1p || true; }
 
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
+# A process's CPU use over a row, in percent of one core: cpu_percent "TICKS_AFTER - TICKS_BEFORE" WALL_S
+cpu_percent() { calc %.0f "100 * ($1) / $CLK_TCK / $2"; }
 # calc for a table cell: "-" stays "-" (a figure the row's tool does not give).
 cell() { if [[ $2 == - ]]; then echo -; else calc "$1" "$2"; fi; }
 

@@ -6,6 +6,7 @@
 # same origin), with one ECDSA P-256 certificate made for the run.
 #
 #   tlshit1k   1 KiB HIT over HTTPS/1.1, 64 keep-alive connections (wrk)
+#   tlsrate1k  the same at a fixed rate, RATE requests a second for every server (bench_rate)
 #   h2hit1k    1 KiB HIT over HTTP/2, 64 connections x 10 streams (h2load)
 #   handshake  new TLS 1.3 connections, one request each (bench_handshakes): handshakes per
 #              second and the server's CPU time per handshake
@@ -82,7 +83,7 @@ h2load_row() {
         run_h2load "$WORK/$row-$s.txt" $((DURATION + WARMUP + 30)) \
             -c "$conns" -m "$streams" -D "$DURATION" --warm-up-time "$WARMUP" "$url"
         wall=$(calc %.6f "($(now_ns) - $t0) / 1e9")
-        cpu=$(calc %.0f "100 * ($(server_ticks "$s") - $ticks) / $CLK_TCK / $wall")
+        cpu=$(cpu_percent "$(server_ticks "$s") - $ticks" "$wall")
         after=$(origin_count)
         read -r rps ok errors mean max cmean cmax proto < <(parse_h2load "$WORK/$row-$s.txt")
         [[ $proto == TLSv1.3 ]] || log "$row ${NAME[$s]}: negotiated $proto"
@@ -90,7 +91,7 @@ h2load_row() {
         # h2load gives no percentiles: p50 and p99 are "-".
         record "$row" "$s" "$(calc %.0f "$rps")" - - "$mean" "$max" "$(server_rss "$s")" \
             $((after - before)) "$errors" "$cpu" \
-            "$(calc %.0f "100 * ($(client_ticks) - $c0) / $CLK_TCK / $wall")"
+            "$(cpu_percent "$(client_ticks) - $c0" "$wall")"
     done
 }
 
@@ -118,7 +119,7 @@ handshake_row() {
         [[ $(jq -r '.versions | keys | join(",")' <<<"$json") == TLSv1.3 ]] ||
             die "$row ${NAME[$s]}: not all TLS 1.3: $json"
         total=$(jq -r .handshakes <<<"$json")
-        cpu=$(calc %.0f "100 * $ticks / $CLK_TCK / $wall")
+        cpu=$(cpu_percent "$ticks" "$wall")
         cpu_ms=$(calc %.3f "1000 * $ticks / $CLK_TCK / ($total > 0 ? $total : 1)")
         put "$row" "$s" requests "$total"
         put "$row" "$s" cpu_ms "$cpu_ms"
@@ -127,7 +128,7 @@ handshake_row() {
             "$(jq -r .p50_ms <<<"$json")" "$(jq -r .p99_ms <<<"$json")" \
             "$(jq -r .mean_ms <<<"$json")" "$(jq -r .max_ms <<<"$json")" \
             "$(server_rss "$s")" $((after - before)) "$(jq -r .errors <<<"$json")" "$cpu" \
-            "$(calc %.0f "100 * ($(client_ticks) - $c0) / $CLK_TCK / $wall")"
+            "$(cpu_percent "$(client_ticks) - $c0" "$wall")"
     done
 }
 
