@@ -545,7 +545,7 @@ where
             }
             session
                 .downstream_session
-                .finish()
+                .finish_boxed()
                 .await
                 .ok()
                 .flatten()
@@ -1198,7 +1198,7 @@ where
                     }
                     return session
                         .downstream_session
-                        .finish()
+                        .finish_boxed()
                         .await
                         .ok()
                         .flatten()
@@ -1396,7 +1396,7 @@ where
             }
             session
                 .downstream_session
-                .finish()
+                .finish_boxed()
                 .await
                 .ok()
                 .flatten()
@@ -1560,13 +1560,11 @@ where
     /// `process_h1_connection` (no box per request).
     async fn serve_request(
         self: &Arc<Self>,
-        mut session: HttpSession,
+        mut session: Box<HttpSession>,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         // Extract user context from the previous request before the session is moved into the Box
         let prev_user_ctx = session.take_connection_user_context();
-
-        let session = Box::new(session);
 
         // TODO: keepalive pool, use stack
         let mut session = match self.handle_new_request(session).await {
@@ -1609,19 +1607,22 @@ where
         session: HttpSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        self.serve_request(session, shutdown).await
+        self.serve_request(Box::new(session), shutdown).await
     }
 
     /// caching-proxy: all of an HTTP/1 connection's requests in one future: the per-request
     /// future (about 16 KiB) is boxed, and so copied, once per connection instead of once per
-    /// request.
+    /// request. Each request's session (720 bytes) is boxed where it is made, and only the
+    /// box is handed on: held by value, it was copied into this future's state and then into
+    /// `serve_request`'s before being boxed there.
     async fn process_h1_connection(
         self: &Arc<Self>,
-        mut session: HttpSession,
+        session: HttpSession,
         shutdown: &ShutdownWatch,
     ) {
+        let mut session = Box::new(session);
         while let Some(reused) = self.serve_request(session, shutdown).await {
-            session = next_h1_session(self.as_ref(), reused);
+            session = Box::new(next_h1_session(self.as_ref(), reused));
         }
     }
 

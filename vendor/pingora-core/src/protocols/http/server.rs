@@ -266,12 +266,32 @@ impl Session {
     /// For H2, always return None because H2 stream is not reusable.
     /// For subrequests, there is no true underlying stream to return.
     pub async fn finish(self) -> Result<Option<ReusableHttpStream>> {
+        Box::new(self).finish_boxed().await
+    }
+
+    /// caching-proxy: [`Self::finish`] for a boxed session, which stays in its box while
+    /// the body is flushed and the request drained. `finish(self)` moved the session (720
+    /// bytes for HTTP/1) into its future and again into each step's; a proxy holds its
+    /// session boxed, so here only the box's pointer is.
+    pub async fn finish_boxed(mut self: Box<Self>) -> Result<Option<ReusableHttpStream>> {
+        let Self::H1(s) = &mut *self else {
+            return (*self).finish_other().await;
+        };
+        // need to flush body due to buffering
+        s.finish_body().await?;
+        let Some(prefix) = s.prepare_reuse().await? else {
+            return Ok(None);
+        };
+        let Self::H1(s) = *self else {
+            unreachable!("matched as HTTP/1 above")
+        };
+        Ok(Some(s.into_reusable(prefix)))
+    }
+
+    /// `finish` of the sessions other than HTTP/1.
+    async fn finish_other(self) -> Result<Option<ReusableHttpStream>> {
         match self {
-            Self::H1(mut s) => {
-                // need to flush body due to buffering
-                s.finish_body().await?;
-                s.reuse().await
-            }
+            Self::H1(_) => unreachable!("HTTP/1 is finished by finish_boxed"),
             Self::H2(mut s) => {
                 s.finish()?;
                 Ok(None)

@@ -1536,6 +1536,16 @@ impl HttpSession {
     /// returned. If there was an error while draining any remaining request body that error will
     /// be returned.
     pub async fn reuse(mut self) -> Result<Option<ReusableHttpStream>> {
+        Ok(self
+            .prepare_reuse()
+            .await?
+            .map(|prefix| self.into_reusable(prefix)))
+    }
+
+    /// caching-proxy: the waiting part of [`Self::reuse`], on `&mut self` so that a boxed
+    /// session is not moved into the future (see `ServerSession::finish_boxed`). `Some`
+    /// with the pipelined bytes, if any, when the connection can be reused.
+    pub(crate) async fn prepare_reuse(&mut self) -> Result<Option<Option<BytesMut>>> {
         if !self.will_keepalive() {
             debug!("HTTP shutdown connection");
             self.shutdown().await;
@@ -1546,17 +1556,19 @@ impl HttpSession {
                 debug!("bytes overread on request, disallowing reuse");
                 Ok(None)
             } else {
-                let pipelined_prefix = self
-                    .pipelining_enabled
-                    .then(|| self.take_body_overread())
-                    .flatten()
-                    .filter(|prefix| !prefix.is_empty());
-                Ok(Some(ReusableHttpStream::new(
-                    self.underlying_stream,
-                    pipelined_prefix,
-                )))
+                Ok(Some(
+                    self.pipelining_enabled
+                        .then(|| self.take_body_overread())
+                        .flatten()
+                        .filter(|prefix| !prefix.is_empty()),
+                ))
             }
         }
+    }
+
+    /// caching-proxy: the connection of a session [`Self::prepare_reuse`] accepted.
+    pub(crate) fn into_reusable(self, pipelined_prefix: Option<BytesMut>) -> ReusableHttpStream {
+        ReusableHttpStream::new(self.underlying_stream, pipelined_prefix)
     }
 
     /// Write a `100 Continue` response to the client.
