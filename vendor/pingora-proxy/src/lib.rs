@@ -1557,13 +1557,14 @@ where
     C: custom::Connector,
 {
     /// caching-proxy: one request, the body of `process_new_http`, also awaited in place by
-    /// `process_h1_connection` (no box per request).
+    /// `process_h1_connection` (its future is not boxed per request). The session arrives
+    /// boxed, so that it is not copied into this future's state.
     async fn serve_request(
         self: &Arc<Self>,
         mut session: Box<HttpSession>,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        // Extract user context from the previous request before the session is moved into the Box
+        // Extract user context from the previous request before the session is handed on
         let prev_user_ctx = session.take_connection_user_context();
 
         // TODO: keepalive pool, use stack

@@ -266,7 +266,14 @@ impl Session {
     /// For H2, always return None because H2 stream is not reusable.
     /// For subrequests, there is no true underlying stream to return.
     pub async fn finish(self) -> Result<Option<ReusableHttpStream>> {
-        Box::new(self).finish_boxed().await
+        match self {
+            Self::H1(mut s) => {
+                // need to flush body due to buffering
+                s.finish_body().await?;
+                s.reuse().await
+            }
+            other => other.finish_other().await,
+        }
     }
 
     /// caching-proxy: [`Self::finish`] for a boxed session, which stays in its box while
@@ -291,7 +298,7 @@ impl Session {
     /// `finish` of the sessions other than HTTP/1.
     async fn finish_other(self) -> Result<Option<ReusableHttpStream>> {
         match self {
-            Self::H1(_) => unreachable!("HTTP/1 is finished by finish_boxed"),
+            Self::H1(_) => unreachable!("HTTP/1 is finished by finish and finish_boxed"),
             Self::H2(mut s) => {
                 s.finish()?;
                 Ok(None)
