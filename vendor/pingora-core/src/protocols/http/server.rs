@@ -272,33 +272,6 @@ impl Session {
                 s.finish_body().await?;
                 s.reuse().await
             }
-            other => other.finish_other().await,
-        }
-    }
-
-    /// caching-proxy: [`Self::finish`] for a boxed session, which stays in its box while
-    /// the body is flushed and the request drained. `finish(self)` moved the session (720
-    /// bytes for HTTP/1) into its future and again into each step's; a proxy holds its
-    /// session boxed, so here only the box's pointer is.
-    pub async fn finish_boxed(mut self: Box<Self>) -> Result<Option<ReusableHttpStream>> {
-        let Self::H1(s) = &mut *self else {
-            return (*self).finish_other().await;
-        };
-        // need to flush body due to buffering
-        s.finish_body().await?;
-        let Some(prefix) = s.prepare_reuse().await? else {
-            return Ok(None);
-        };
-        let Self::H1(s) = *self else {
-            unreachable!("matched as HTTP/1 above")
-        };
-        Ok(Some(s.into_reusable(prefix)))
-    }
-
-    /// `finish` of the sessions other than HTTP/1.
-    async fn finish_other(self) -> Result<Option<ReusableHttpStream>> {
-        match self {
-            Self::H1(_) => unreachable!("HTTP/1 is finished by finish and finish_boxed"),
             Self::H2(mut s) => {
                 s.finish()?;
                 Ok(None)
@@ -312,6 +285,25 @@ impl Session {
                 Ok(None)
             }
         }
+    }
+
+    /// caching-proxy: [`Self::finish`] for a boxed session, which stays in its box while
+    /// the body is flushed and the request drained. `finish(self)` moved the session (720
+    /// bytes for HTTP/1) into its future and again into each step's; a proxy holds its
+    /// session boxed, so here only the box's pointer is.
+    pub async fn finish_boxed(mut self: Box<Self>) -> Result<Option<ReusableHttpStream>> {
+        let Self::H1(s) = &mut *self else {
+            return (*self).finish().await;
+        };
+        // need to flush body due to buffering
+        s.finish_body().await?;
+        let Some(prefix) = s.prepare_reuse().await? else {
+            return Ok(None);
+        };
+        let Self::H1(s) = *self else {
+            unreachable!("matched as HTTP/1 above")
+        };
+        Ok(Some(s.into_reusable(prefix)))
     }
 
     /// Callback for cleanup logic on downstream specifically when we fail to proxy the session
