@@ -225,6 +225,18 @@ rss_kib() {
     echo "$total"
 }
 
+# Memory of caching-proxy's body file (large cached bodies, a memfd), in KiB: shared memory
+# that VmRSS shows only for the pages read through its mapping, so memory figures add it.
+body_file_kib() {
+    local fd blocks total=0
+    for fd in /proc/"$1"/fd/*; do
+        [[ $(readlink "$fd" 2>/dev/null) == /memfd:caching-proxy-bodies* ]] || continue
+        blocks=$(stat -L -c %b "$fd" 2>/dev/null || echo 0)
+        total=$((total + blocks / 2))
+    done
+    echo "$total"
+}
+
 # CPU time of a process and its descendants so far, in clock ticks (utime + stime).
 cpu_ticks() {
     local pid total=0 v

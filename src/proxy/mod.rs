@@ -80,13 +80,13 @@ use pingora_core::protocols::{Digest, ALPN};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_proxy::{CachedBodyFile, FailToProxy, ProxyHttp, Session};
 
 use crate::admin::{ProbeToken, PROBE_HEADER};
 use crate::auth::AdminAuth;
 use crate::cache::{
-    conditional, invalidation, key, merge_not_modified, vary, Cache, CachePolicy, CacheStatus,
-    HitDecision, RequestDirectives,
+    conditional, invalidation, key, merge_not_modified, storage, vary, Cache, CachePolicy,
+    CacheStatus, HitDecision, RequestDirectives,
 };
 use crate::config::routing::Selection;
 use crate::config::{Config, CorsConfig, LimitsConfig, UpstreamConfig};
@@ -705,6 +705,21 @@ impl ProxyHttp for Proxy {
             fill.client_body(body);
         }
         Ok(None)
+    }
+
+    /// A hit's whole body in the body file goes out with sendfile(2) where the client's
+    /// connection allows: [`Self::response_body_filter`] has nothing to do on a hit that
+    /// neither stores a POST response nor fills a range.
+    fn cache_hit_body_file(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Option<CachedBodyFile> {
+        if ctx.post_store.is_some() || ctx.range_fill.is_some() {
+            return None;
+        }
+        let (fd, offset, len) = storage::hit_body_file(session.cache.hit_handler())?;
+        Some(CachedBodyFile { fd, offset, len })
     }
 
     async fn fail_to_proxy(

@@ -204,12 +204,19 @@ impl BodyBuffer {
         if self.aborted {
             return Error::e_explain(ErrorType::InternalError, "the store was given up");
         }
-        let mut body = Vec::with_capacity(self.len);
-        for chunk in &self.chunks {
-            body.extend_from_slice(chunk);
-        }
+        // A large body goes to the body file, from where hits can send it without a copy.
+        let body = match super::arena::store(&self.chunks, self.len) {
+            Some(body) => body,
+            None => {
+                let mut body = Vec::with_capacity(self.len);
+                for chunk in &self.chunks {
+                    body.extend_from_slice(chunk);
+                }
+                body.into()
+            }
+        };
         self.abort();
-        Ok(body.into())
+        Ok(body)
     }
 }
 

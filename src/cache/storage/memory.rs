@@ -15,9 +15,11 @@
 //! [`sweep_expired`]: super::CacheBackend::sweep_expired
 
 use std::any::Any;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::arena;
 use super::inflight::{BodyBuffer, InflightBudget, ReserveIn};
 use super::{CacheBackend, Usage};
 use crate::cache::partial;
@@ -384,8 +386,9 @@ impl MemoryStorage {
                 "body exceeds cache max object size",
             );
         }
+        let body = arena::place(body);
         let (k, primary) = (key_of(key.combined_bin()), key_of(key.primary_bin()));
-        let weight = entry_weight(body.len(), &meta, k != primary);
+        let weight = entry_weight(arena::footprint(&body), &meta, k != primary);
         let removable_at = meta.removable_at(self.limits.stale_retention);
         self.insert(k, Entry::new(primary, meta, body, weight, removable_at))?;
         Ok(weight)
@@ -615,6 +618,17 @@ impl MemoryHit {
             done: false,
         }
     }
+}
+
+/// The whole body of the hit `hit` as a region of the body file (see [`arena`]): its
+/// descriptor, offset and length, where the body lives there and none of it was read yet.
+pub fn hit_body_file(hit: &HitHandler) -> Option<(RawFd, u64, usize)> {
+    let hit = hit.as_any().downcast_ref::<MemoryHit>()?;
+    if hit.done || hit.start != 0 || hit.end != hit.body.len() {
+        return None;
+    }
+    let (fd, offset) = arena::region(&hit.body)?;
+    Some((fd, offset, hit.body.len()))
 }
 
 #[async_trait]

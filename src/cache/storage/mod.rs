@@ -8,6 +8,7 @@
 //! A 206 handed to a backend's miss handler is the URL's partial entry: every backend writes
 //! it under `cache::partial::storage_key`, apart from the full response.
 
+pub mod arena;
 pub mod entry;
 pub mod inflight;
 pub mod memory;
@@ -20,7 +21,7 @@ use pingora_cache::storage::Storage;
 use pingora_cache::{CacheKey, CacheMeta};
 use pingora_error::Result;
 
-pub use memory::MemoryStorage;
+pub use memory::{hit_body_file, MemoryStorage};
 pub use tiered::{TierService, TieredStorage};
 
 /// What a backend holds right now.

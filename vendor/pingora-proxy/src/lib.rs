@@ -99,6 +99,15 @@ use subrequest::{BodyMode, Ctx as SubrequestCtx};
 
 pub use proxy_cache::range_filter::{range_header_filter, MultiRangeInfo, RangeType};
 pub use proxy_purge::PurgeStatus;
+
+/// caching-proxy: a cached body as a region of a file ([`ProxyHttp::cache_hit_body_file`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CachedBodyFile {
+    /// An open file descriptor, owned by whoever returns the region.
+    pub fd: std::os::unix::io::RawFd,
+    pub offset: u64,
+    pub len: usize,
+}
 pub use proxy_trait::{FailToProxy, ProxyHttp, ProxyWarnLogContext};
 
 pub mod prelude {

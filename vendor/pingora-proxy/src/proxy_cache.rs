@@ -425,7 +425,23 @@ where
                 RangeType::Invalid => unreachable!(),
                 RangeType::None => None,
             };
-            loop {
+            // caching-proxy: a whole body the app has as a file region goes out with
+            // sendfile(2) where the connection allows (`Ok(false)`: read it as usual).
+            let mut sent_as_file = false;
+            if maybe_range_filter.is_none() && !downstream_compression_enabled(session) {
+                if let Some(file) = self.inner.cache_hit_body_file(session, ctx) {
+                    match session
+                        .as_mut()
+                        .write_response_body_file(file.fd, file.offset, file.len)
+                        .await
+                        .map_err(|e| e.into_down())
+                    {
+                        Ok(sent) => sent_as_file = sent,
+                        Err(e) => return (false, Some(e)),
+                    }
+                }
+            }
+            while !sent_as_file {
                 match session.cache.hit_handler().read_body().await {
                     Ok(raw_body) => {
                         let end = raw_body.is_none();
@@ -2788,4 +2804,14 @@ mod tests {
             CachePhase::Disabled(NoCacheReason::PredictedResponseTooLarge)
         );
     }
+}
+
+/// caching-proxy: whether the downstream compression module (added disabled by default)
+/// was turned on for this session: it then rewrites the body, which a file region bypasses.
+fn downstream_compression_enabled(session: &Session) -> bool {
+    use pingora_core::modules::http::compression::ResponseCompression;
+    session
+        .downstream_modules_ctx
+        .get::<ResponseCompression>()
+        .is_some_and(|c| c.is_enabled())
 }

@@ -482,6 +482,21 @@ pub trait ProxyHttp {
         Ok(None)
     }
 
+    /// caching-proxy: the body of the cache hit being served, as a region of a file that
+    /// can go to the client with sendfile(2) instead of through [`Self::response_body_filter`]
+    /// and the downstream modules. Called on a hit that sends its whole body (no range);
+    /// returning `Some` says those filters have nothing to do with this body. Used only where
+    /// the client's connection is HTTP/1 over plain TCP; the body is read from the hit
+    /// handler as usual everywhere else. The region must stay valid while the hit handler
+    /// lives.
+    fn cache_hit_body_file(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Option<CachedBodyFile> {
+        None
+    }
+
     /// Similar to [Self::response_filter()] but for response trailers.
     /// Note, returning an Ok(Some(Bytes)) will result in the downstream response
     /// trailers being written to the response body.

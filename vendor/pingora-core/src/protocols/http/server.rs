@@ -222,6 +222,23 @@ impl Session {
         }
     }
 
+    /// caching-proxy: writes the whole response body from a file region with sendfile(2)
+    /// (HTTP/1 over plain TCP, a Content-Length body that `len` fills; see
+    /// [`SessionV1::write_body_file`]). `Ok(false)`, with nothing written, where that
+    /// does not apply: the caller then writes the body with [`Self::write_response_body`].
+    #[cfg(target_os = "linux")]
+    pub async fn write_response_body_file(
+        &mut self,
+        file: std::os::unix::io::RawFd,
+        offset: u64,
+        len: usize,
+    ) -> Result<bool> {
+        match self {
+            Self::H1(s) => s.write_body_file(file, offset, len).await,
+            _ => Ok(false),
+        }
+    }
+
     /// Write the response body to client
     pub async fn write_response_body(&mut self, data: Bytes, end: bool) -> Result<()> {
         if data.is_empty() && !end {

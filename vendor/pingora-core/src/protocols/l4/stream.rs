@@ -712,6 +712,83 @@ impl From<UnixStream> for Stream {
     }
 }
 
+/// caching-proxy: a body sent from a file region with sendfile(2), where the kernel hands
+/// the file's pages to the socket instead of copying them in as a write does.
+#[cfg(target_os = "linux")]
+impl Stream {
+    /// Whether [`Self::sendfile`] can send on this stream: TCP only.
+    pub fn can_sendfile(&self) -> bool {
+        matches!(self.stream().get_ref().stream, RawStream::Tcp(_))
+    }
+
+    /// Sends what the write buffer holds and then `len` bytes of `file` from `offset`,
+    /// waiting for the socket to take them all. The buffered bytes (a response header) go
+    /// with `MSG_MORE`, so that they leave in one segment with the file's first bytes rather
+    /// than in a packet of their own. An `Unsupported` error, with nothing sent, unless
+    /// [`Self::can_sendfile`].
+    pub async fn sendfile(
+        &mut self,
+        file: std::os::unix::io::RawFd,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<()> {
+        if !self.can_sendfile() {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        let writer = self.stream_mut().writer_mut();
+        while !writer.buffer().is_empty() {
+            let RawStream::Tcp(tcp) = &writer.get_ref().stream else {
+                unreachable!("checked above");
+            };
+            let (socket, pending) = (tcp.as_raw_fd(), writer.buffer());
+            let sent = tcp
+                .async_io(Interest::WRITABLE, || {
+                    // Safety: a plain send from a live buffer on an open socket.
+                    let rc = unsafe {
+                        libc::send(
+                            socket,
+                            pending.as_ptr() as *const libc::c_void,
+                            pending.len(),
+                            libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                        )
+                    };
+                    if rc < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(rc as usize)
+                    }
+                })
+                .await?;
+            writer.consume_buffered(sent);
+        }
+        let RawStream::Tcp(tcp) = &self.stream().get_ref().stream else {
+            unreachable!("checked above");
+        };
+        let socket = tcp.as_raw_fd();
+        let end = offset + len as u64;
+        let mut at = libc::off_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        while (at as u64) < end {
+            let sent = tcp
+                .async_io(Interest::WRITABLE, || {
+                    let left = (end - at as u64) as usize;
+                    // Safety: both descriptors are open for the call; `at` is a valid offset.
+                    let rc = unsafe { libc::sendfile(socket, file, &mut at, left) };
+                    if rc < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(rc as usize)
+                    }
+                })
+                .await?;
+            if sent == 0 {
+                // The file ended before `len` bytes: never expected of a region the caller holds.
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(unix)]
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> std::os::unix::io::RawFd {

@@ -53,9 +53,14 @@ impl<W: AsyncWrite + Unpin> WriteBuffer<W> {
     }
 
     /// The bytes buffered and not yet written.
-    #[cfg(test)]
     pub fn buffer(&self) -> &[u8] {
         &self.buf[self.written..]
+    }
+
+    /// Marks the first `n` bytes of [`Self::buffer`] as written by the caller, straight to
+    /// the inner writer's socket.
+    pub fn consume_buffered(&mut self, n: usize) {
+        self.consume(n.min(self.buf.len() - self.written));
     }
 
     /// Marks `n` buffered bytes as written; drops the buffer's contents once all are.

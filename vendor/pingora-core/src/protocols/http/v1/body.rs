@@ -1332,6 +1332,23 @@ impl BodyWriter {
         }
     }
 
+    /// caching-proxy: the bytes a Content-Length body still owes, for a body sent past this
+    /// writer (`HttpSession::write_body_file`); `None` in the other body modes.
+    pub fn content_length_remaining(&self) -> Option<usize> {
+        match self.body_mode {
+            BM::ContentLength(total, written) => Some(total.saturating_sub(written)),
+            _ => None,
+        }
+    }
+
+    /// caching-proxy: counts `n` body bytes sent past this writer; Content-Length mode only
+    /// (see [`Self::content_length_remaining`]).
+    pub fn record_sent(&mut self, n: usize) {
+        if let BM::ContentLength(total, written) = self.body_mode {
+            self.body_mode = BM::ContentLength(total, written + n);
+        }
+    }
+
     pub fn finished(&self) -> bool {
         match self.body_mode {
             BM::Complete(_) => true,

@@ -1068,6 +1068,54 @@ impl HttpSession {
         }
     }
 
+    /// caching-proxy: writes the whole response body, `len` bytes of the file `file` from
+    /// `offset`, with sendfile(2): the socket takes the file's pages instead of a copy of
+    /// them. `Ok(false)`, with nothing written, where that does not apply: a stream other
+    /// than plain TCP (TLS, Unix), an empty body, or a body mode other than a Content-Length
+    /// that `len` fills exactly. The caller then writes the body as usual. The region must
+    /// stay unchanged until this returns; pages the socket still holds after that are its own.
+    #[cfg(target_os = "linux")]
+    pub async fn write_body_file(
+        &mut self,
+        file: std::os::unix::io::RawFd,
+        offset: u64,
+        len: usize,
+    ) -> Result<bool> {
+        use crate::protocols::l4::stream::Stream as L4Stream;
+        let plain_tcp = |stream: &Stream| {
+            stream
+                .as_any()
+                .downcast_ref::<L4Stream>()
+                .is_some_and(L4Stream::can_sendfile)
+        };
+        if len == 0
+            || self.body_writer.content_length_remaining() != Some(len)
+            || !plain_tcp(&self.underlying_stream)
+        {
+            return Ok(false);
+        }
+        let timeout_for_len = self.write_timeout(len);
+        let stream = self.underlying_stream.as_any_mut().downcast_mut::<L4Stream>();
+        // The response header, still in the write buffer, goes out with the body.
+        let send = stream.expect("checked above").sendfile(file, offset, len);
+        let sent = match timeout_for_len {
+            Some(t) => match timeout(t, send).await {
+                Ok(res) => res,
+                Err(_) => {
+                    return Error::e_explain(
+                        WriteTimedout,
+                        format!("writing body, timeout: {t:?}"),
+                    )
+                }
+            },
+            None => send.await,
+        };
+        sent.or_err(WriteError, "while sending body with sendfile")?;
+        self.body_writer.record_sent(len);
+        self.body_bytes_sent += len;
+        Ok(true)
+    }
+
     /// Whether the cancel-safe proxy task API is enabled for this session.
     pub fn proxy_tasks_enabled(&self) -> bool {
         self.proxy_tasks_enabled
