@@ -3,6 +3,7 @@
 //! body naming the protocol and the path. For the proxy's HTTP/2 to origins.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ pub struct H2Origin {
     addr: SocketAddr,
     /// The ALPN protocol of each connection, in accept order.
     protocols: Arc<Mutex<Vec<String>>>,
+    streams: Arc<Streams>,
     _runtime: std::thread::JoinHandle<()>,
 }
 
@@ -39,6 +41,8 @@ impl H2Origin {
         let addr = listener.local_addr().unwrap();
         let protocols = Arc::new(Mutex::new(Vec::new()));
         let seen = protocols.clone();
+        let streams = Arc::new(Streams::default());
+        let counted = streams.clone();
         let runtime = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -51,7 +55,8 @@ impl H2Origin {
                     let Ok((tcp, _)) = listener.accept().await else {
                         continue;
                     };
-                    let (acceptor, seen) = (acceptor.clone(), seen.clone());
+                    let (acceptor, seen, counted) =
+                        (acceptor.clone(), seen.clone(), counted.clone());
                     tokio::spawn(async move {
                         let Ok(tls) = acceptor.accept(tcp).await else {
                             return;
@@ -64,7 +69,7 @@ impl H2Origin {
                             .unwrap_or_default();
                         seen.lock().unwrap().push(alpn.clone());
                         if alpn == "h2" {
-                            serve_h2(tls, delay).await;
+                            serve_h2(tls, delay, counted).await;
                         } else {
                             serve_h1(tls, delay).await;
                         }
@@ -75,6 +80,7 @@ impl H2Origin {
         H2Origin {
             addr,
             protocols,
+            streams,
             _runtime: runtime,
         }
     }
@@ -87,16 +93,38 @@ impl H2Origin {
     pub fn protocols(&self) -> Vec<String> {
         self.protocols.lock().unwrap().clone()
     }
+
+    /// HTTP/2 streams (requests) received so far, on all connections.
+    pub fn streams(&self) -> usize {
+        self.streams.total.load(Ordering::SeqCst)
+    }
+
+    /// The most streams one connection has had open at once.
+    pub fn most_concurrent_streams(&self) -> usize {
+        self.streams.most_at_once.load(Ordering::SeqCst)
+    }
 }
 
-async fn serve_h2<S>(io: S, delay: Duration)
+#[derive(Default)]
+struct Streams {
+    total: AtomicUsize,
+    most_at_once: AtomicUsize,
+}
+
+async fn serve_h2<S>(io: S, delay: Duration, streams: Arc<Streams>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let Ok(mut conn) = h2::server::handshake(io).await else {
         return;
     };
+    // Streams open on this connection right now.
+    let open = Arc::new(AtomicUsize::new(0));
     while let Some(Ok((request, mut respond))) = conn.accept().await {
+        let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+        streams.most_at_once.fetch_max(now, Ordering::SeqCst);
+        streams.total.fetch_add(1, Ordering::SeqCst);
+        let open = open.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let body = format!("h2 {}", request.uri().path());
@@ -109,6 +137,7 @@ where
             if let Ok(mut send) = respond.send_response(response, false) {
                 let _ = send.send_data(body.into(), true);
             }
+            open.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }
