@@ -191,6 +191,12 @@ impl Shard {
                 keys.retain(|k| *k != key);
                 if keys.is_empty() {
                     self.variants.remove(&entry.primary);
+                    // Filling the cache stores many URLs' variants at once; the index keeps
+                    // the room it grew to unless given back once most of it is unused.
+                    let capacity = self.variants.capacity();
+                    if capacity > 1024 && self.variants.len() * 4 < capacity {
+                        self.variants.shrink_to(self.variants.len() * 2);
+                    }
                 }
             }
         }

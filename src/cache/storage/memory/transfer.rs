@@ -23,7 +23,7 @@ use pingora_cache::CacheMeta;
 use tokio::sync::mpsc;
 
 use super::{
-    entry_weight, key_of, weighable, Entry, Key, MemoryStorage, Placement, Stamp, StoredMeta,
+    arena, entry_weight, key_of, weighable, Entry, Key, MemoryStorage, Placement, Stamp, StoredMeta,
 };
 
 /// A removal another process holding copies of these entries must repeat.
@@ -196,7 +196,10 @@ impl MemoryStorage {
             return Adopted::Dropped;
         }
         let (primary, key) = (key_of(primary), key_of(combined));
-        let weight = entry_weight(body.len(), &meta, key != primary);
+        // A large body goes to the body file here too, so that hits after a reload can
+        // still be sent with sendfile.
+        let body = arena::place(body);
+        let weight = entry_weight(arena::footprint(&body), &meta, key != primary);
         if !weighable(weight) {
             return Adopted::TooLarge;
         }
