@@ -8,10 +8,10 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::thread;
 use std::time::Duration;
 
-use support::{get, request, wait_until, Origin, Proxy, Reply};
+use support::tls::{Ca, ClientTls};
+use support::{get, request, wait_until, Origin, Proxy, ProxyBuilder, Reply};
 
 /// Large enough for the body file (16 KiB and up), small enough to sit whole in a loopback
 /// socket's first receive window.
@@ -75,8 +75,11 @@ fn a_hit_in_flight_keeps_its_bytes_when_its_entry_is_replaced() {
 
     // The entry goes, its range is given back, and the next body of the same size is
     // written where it was.
+    // Its access record is written once the hit let go of the body.
+    proxy.wait_log(
+        r#""path":"/a","query":null,"status":200,"protocol":"http/1.1","tls":null,"cache":"HIT""#,
+    );
     purge(&proxy, "/a");
-    thread::sleep(Duration::from_millis(100)); // the hit's task lets go of the body
     for path in ["/b", "/c"] {
         assert_eq!(get(&proxy.url(path)).x_cache(), "MISS");
         let hit = get(&proxy.url(path));
@@ -146,4 +149,27 @@ fn large_cached_bodies_serve_whole_ranges_head_and_revalidation() {
         conn.connections, 1,
         "the connection stays usable after each hit"
     );
+}
+
+/// Over TLS the session is HTTP/1 but the socket is not plain TCP: the same stored body is
+/// read through the file's mapping and written as before, byte for byte, on one kept-alive
+/// connection. (HTTP/2 and h2c over large stored bodies: `tests/tls.rs`; the Redis tier:
+/// `tests/redis_tier.rs`; a hand-over: `tests/handover.rs`, a 3 MiB body.)
+#[test]
+fn over_tls_a_large_hit_is_written_from_the_mapping() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let files = ca.issue(&["localhost"]).write(dir.path(), "site");
+    let origin = origin();
+    let proxy = ProxyBuilder::new(&origin.url()).tls(&files).start();
+    let host = format!("localhost:{}", proxy.tls_port.unwrap());
+    let client = ClientTls::trusting(&ca.pem, &["http/1.1"]);
+    let mut conn = client.connect(proxy.tls_addr(), "localhost").unwrap();
+    let expected = String::from_utf8(body_for("/t")).unwrap();
+    for x_cache in ["MISS", "HIT", "HIT"] {
+        let response = conn.get(&host, "/t").unwrap();
+        assert_eq!((response.status, response.x_cache()), (200, x_cache));
+        assert!(response.body == expected, "{} bytes", response.body.len());
+    }
+    assert_eq!(origin.hits_for("/t"), 1);
 }

@@ -422,7 +422,8 @@ impl MemoryStorage {
 }
 
 /// What an entry counts against the byte bound: its body, its header's bytes, and the
-/// memory around them (see [`ENTRY_OVERHEAD`] and [`VARIANT_OVERHEAD`]).
+/// memory around them (see [`ENTRY_OVERHEAD`], [`VARIANT_OVERHEAD`] and
+/// [`VARIANCE_OVERHEAD`]). `body` is what the body takes ([`arena::footprint`]).
 fn entry_weight(body: usize, meta: &StoredMeta, variant: bool) -> usize {
     body + meta.weight()
         + ENTRY_OVERHEAD

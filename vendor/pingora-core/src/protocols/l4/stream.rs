@@ -732,15 +732,15 @@ impl Stream {
         offset: u64,
         len: usize,
     ) -> io::Result<()> {
-        if !self.can_sendfile() {
-            return Err(io::ErrorKind::Unsupported.into());
-        }
-        let writer = self.stream_mut().writer_mut();
-        while !writer.buffer().is_empty() {
+        loop {
+            let writer = self.stream_mut().writer_mut();
             let RawStream::Tcp(tcp) = &writer.get_ref().stream else {
-                unreachable!("checked above");
+                return Err(io::ErrorKind::Unsupported.into());
             };
             let (socket, pending) = (tcp.as_raw_fd(), writer.buffer());
+            if pending.is_empty() {
+                break;
+            }
             let sent = tcp
                 .async_io(Interest::WRITABLE, || {
                     // Safety: a plain send from a live buffer on an open socket.
@@ -762,7 +762,7 @@ impl Stream {
             writer.consume_buffered(sent);
         }
         let RawStream::Tcp(tcp) = &self.stream().get_ref().stream else {
-            unreachable!("checked above");
+            return Err(io::ErrorKind::Unsupported.into());
         };
         let socket = tcp.as_raw_fd();
         let end = offset + len as u64;

@@ -1082,22 +1082,20 @@ impl HttpSession {
         len: usize,
     ) -> Result<bool> {
         use crate::protocols::l4::stream::Stream as L4Stream;
-        let plain_tcp = |stream: &Stream| {
-            stream
-                .as_any()
-                .downcast_ref::<L4Stream>()
-                .is_some_and(L4Stream::can_sendfile)
-        };
-        if len == 0
-            || self.body_writer.content_length_remaining() != Some(len)
-            || !plain_tcp(&self.underlying_stream)
-        {
+        if len == 0 || self.body_writer.content_length_remaining() != Some(len) {
             return Ok(false);
         }
         let timeout_for_len = self.write_timeout(len);
-        let stream = self.underlying_stream.as_any_mut().downcast_mut::<L4Stream>();
+        let Some(stream) = self
+            .underlying_stream
+            .as_any_mut()
+            .downcast_mut::<L4Stream>()
+            .filter(|s| s.can_sendfile())
+        else {
+            return Ok(false);
+        };
         // The response header, still in the write buffer, goes out with the body.
-        let send = stream.expect("checked above").sendfile(file, offset, len);
+        let send = stream.sendfile(file, offset, len);
         let sent = match timeout_for_len {
             Some(t) => match timeout(t, send).await {
                 Ok(res) => res,
