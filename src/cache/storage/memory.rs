@@ -47,8 +47,9 @@ pub use transfer::{Adopted, Exported, Removal};
 /// first hit adds to the body and the header, allocator overhead), counted against the byte
 /// bound so that the bound is on memory, not only on content. Calibrated by the memory run
 /// in `benches/load/memory.sh` (process RSS over entries with the binary's allocator,
-/// mimalloc: 514 bytes beside 96 of header), rounded up.
-const ENTRY_OVERHEAD: usize = 448;
+/// mimalloc: 457 bytes with 109 of header, of entries never read; a read adds the two
+/// shared-buffer records, 48 bytes), rounded up.
+const ENTRY_OVERHEAD: usize = 416;
 /// An entry stored apart from its URL's primary key (a Vary variant, a partial entry) also
 /// has a place in its shard's variant index: its key in the URL's list, and its share of the
 /// list and of the list's map slot (all of them for a URL's only variant). Calibrated by the
@@ -57,12 +58,12 @@ const ENTRY_OVERHEAD: usize = 448;
 /// the whole workload measured 643 to 672 bytes per entry by RSS: the rest of that, per
 /// variant, with a margin (320 left 3 bytes of it).
 const VARIANT_OVERHEAD: usize = 384;
-/// Any entry of a response with `Vary` (a variance), wherever it is stored: its boxed
-/// variance hash and its URL's share of the variant index's room. The Vary run at a million
-/// requests (250,000 URLs, most variants evicted again and the URL's first response in the
-/// primary slot) measured 630 bytes per entry by RSS where the two constants above counted
-/// 583; this closes that gap with a margin.
-const VARIANCE_OVERHEAD: usize = 64;
+/// Any entry of a response with `Vary` (a variance), wherever it is stored: its URL's share
+/// of the variant index's room. The Vary run at a million requests (250,000 URLs, most
+/// variants evicted again and the URL's first response in the primary slot) measured 630
+/// bytes per entry by RSS where the two constants above counted 583 (the variance was boxed
+/// then, 16 bytes more); with it, 594 where 612 are counted.
+const VARIANCE_OVERHEAD: usize = 48;
 const MAX_SHARDS: usize = 16;
 /// A shard holds at least this many objects of the largest cacheable size, so that the
 /// capacity a shard cannot use (less than one object) stays a small part of it.
@@ -83,7 +84,6 @@ struct Entry {
     /// What the entry counts against the bound ([`entry_weight`]); `u32` keeps the queue
     /// node in a smaller size class, and [`MemoryStorage::insert`] refuses anything heavier.
     weight: u32,
-    removable_at: Stamp,
     /// Reads since the entry was stored or last went round the main queue (see [`shard`]).
     freq: u8,
 }
@@ -99,19 +99,12 @@ impl Entry {
     }
 
     /// A new entry, not yet read.
-    fn new(
-        primary: Key,
-        meta: StoredMeta,
-        body: Bytes,
-        weight: usize,
-        removable_at: Stamp,
-    ) -> Self {
+    fn new(primary: Key, meta: StoredMeta, body: Bytes, weight: usize) -> Self {
         let mut entry = Entry {
             primary,
             meta,
             body,
             weight: 0,
-            removable_at,
             freq: 0,
         };
         entry.set_weight(weight);
@@ -130,8 +123,9 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// A point in time as nanoseconds since the Unix epoch, saturating at both ends (1970 and
-/// 2554): 8 bytes where a `SystemTime` takes 16. An entry keeps four; with the boxed
-/// variance this takes its queue node from 256 to 192 bytes, two allocator size classes down.
+/// 2554): 8 bytes where a `SystemTime` takes 16. An entry keeps two inline (the epoch is in
+/// the header's buffer when it differs from the creation time); with the one-buffer header
+/// this takes its queue node from 256 to 160 bytes, three allocator size classes down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Stamp(u64);
 
@@ -158,40 +152,42 @@ impl From<SystemTime> for Stamp {
 pub(super) struct StoredMeta {
     fresh_until: Stamp,
     created: Stamp,
-    /// The reference point of `Age`: the epoch override, or the last update.
-    epoch: Stamp,
-    stale_while_revalidate_sec: u32,
-    stale_if_error_sec: u32,
-    /// Boxed: only variants have one, and 8 bytes inline instead of 17 keep the entry's node
-    /// in a smaller size class.
-    variance: Option<Box<HashBinary>>,
+    /// Inline: a box would cost an allocation of its own per entry of a response with
+    /// `Vary`. The stale windows and the epoch ride in the header's buffer instead (a hit
+    /// reads them with the header), which keeps the entry's queue node in the same size
+    /// class.
+    variance: Option<HashBinary>,
     header: CompactHeader,
 }
 
 impl StoredMeta {
     pub(super) fn new(meta: &CacheMeta) -> Self {
+        let created = Stamp::from(meta.created());
+        let epoch = Stamp::from(meta.epoch());
         StoredMeta {
             fresh_until: meta.fresh_until().into(),
-            created: meta.created().into(),
-            epoch: meta.epoch().into(),
-            stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
-            stale_if_error_sec: meta.stale_if_error_sec(),
-            variance: meta.variance().map(Box::new),
-            header: CompactHeader::new(meta.response_header()),
+            created,
+            variance: meta.variance(),
+            header: CompactHeader::new(
+                meta.response_header(),
+                [meta.stale_while_revalidate_sec(), meta.stale_if_error_sec()],
+                (epoch != created).then_some(epoch.0),
+            ),
         }
     }
 
     pub(super) fn to_meta(&self) -> CacheMeta {
+        let [stale_while_revalidate, stale_if_error] = self.header.stale_windows();
         let mut meta = CacheMeta::new(
             self.fresh_until.time(),
             self.created.time(),
-            self.stale_while_revalidate_sec,
-            self.stale_if_error_sec,
+            stale_while_revalidate,
+            stale_if_error,
             self.header.to_header(),
         );
-        meta.set_epoch_override(self.epoch.time());
-        if let Some(variance) = &self.variance {
-            meta.set_variance(**variance);
+        meta.set_epoch_override(Stamp(self.header.epoch().unwrap_or(self.created.0)).time());
+        if let Some(variance) = self.variance {
+            meta.set_variance(variance);
         }
         meta
     }
@@ -199,9 +195,17 @@ impl StoredMeta {
     /// When the entry stops being useful: past its stale windows and the retention after
     /// them.
     pub(super) fn removable_at(&self, stale_retention: Duration) -> Stamp {
-        let stale_secs = self.stale_while_revalidate_sec.max(self.stale_if_error_sec);
-        let after = Duration::from_secs(stale_secs.into()) + stale_retention;
+        let [revalidate, error] = self.header.stale_windows();
+        let after = Duration::from_secs(revalidate.max(error).into()) + stale_retention;
         Stamp(self.fresh_until.0.saturating_add(nanos(after)))
+    }
+
+    /// Whether the entry is of no more use at `now`. An entry within its freshness and the
+    /// retention is not, whatever its stale windows: that answer needs no read of the
+    /// header's buffer (a sweep asks it of every entry, a hit of the one it serves).
+    pub(super) fn removable(&self, stale_retention: Duration, now: Stamp) -> bool {
+        self.fresh_until.0.saturating_add(nanos(stale_retention)) <= now.0
+            && self.removable_at(stale_retention) <= now
     }
 
     /// Memory held by the header beyond the entry itself.
@@ -271,6 +275,13 @@ impl MemoryStorage {
 
     fn shard(&self, primary: Key) -> &Mutex<Shard> {
         &self.shards[(primary as usize) & (self.shards.len() - 1)]
+    }
+
+    /// Whether `entry` is of no more use at `now` (see [`StoredMeta::removable_at`]).
+    /// Derived when asked rather than kept in the entry: 8 bytes more would put every
+    /// entry's queue node in the allocator's next size class.
+    fn removable(&self, entry: &Entry, now: Stamp) -> bool {
+        entry.meta.removable(self.limits.stale_retention, now)
     }
 
     /// Commits an entry, evicting entries of its shard to make room.
@@ -354,7 +365,7 @@ impl MemoryStorage {
             let mut shard = self.shard(key_of(key.primary_bin())).lock();
             match shard.get(&k) {
                 None => return None,
-                Some(e) if e.removable_at <= Stamp::now() => {
+                Some(e) if self.removable(e, Stamp::now()) => {
                     shard.remove(&k);
                     self.expirations.fetch_add(1, Ordering::Relaxed);
                     return None;
@@ -395,8 +406,7 @@ impl MemoryStorage {
         let body = arena::place(body);
         let (k, primary) = (key_of(key.combined_bin()), key_of(key.primary_bin()));
         let weight = entry_weight(arena::footprint(&body), &meta, k != primary);
-        let removable_at = meta.removable_at(self.limits.stale_retention);
-        self.insert(k, Entry::new(primary, meta, body, weight, removable_at))?;
+        self.insert(k, Entry::new(primary, meta, body, weight))?;
         Ok(weight)
     }
 
@@ -413,7 +423,10 @@ impl MemoryStorage {
 
     fn remove_variants(&self, primary: Key) -> u64 {
         let mut shard = self.shard(primary).lock();
-        let mut keys = shard.variants.get(&primary).cloned().unwrap_or_default();
+        let mut keys = shard
+            .variants
+            .get(&primary)
+            .map_or(Vec::new(), |k| k.to_vec());
         keys.push(primary);
         let removed = keys.iter().filter(|k| shard.remove(k).is_some()).count() as u64;
         self.transfers.removed(Removal::Url(primary.to_be_bytes()));
@@ -502,7 +515,6 @@ impl Storage for MemoryStorage {
         _trace: &SpanHandle,
     ) -> Result<bool> {
         let stored = StoredMeta::new(meta);
-        let removable_at = stored.removable_at(self.limits.stale_retention);
         let k = key_of(key.combined_bin());
         let mut shard = self.shard(key_of(key.primary_bin())).lock();
         let Some(mut entry) = shard.remove(&k) else {
@@ -511,7 +523,6 @@ impl Storage for MemoryStorage {
         let body = arena::footprint(&entry.body);
         entry.set_weight(entry_weight(body, &stored, k != entry.primary));
         entry.meta = stored;
-        entry.removable_at = removable_at;
         // New headers can be larger than the old ones: restore the bound around this entry,
         // which goes back in as just used.
         while shard.bytes() + shard.reserved + entry.weight() > self.shard_max_bytes {
@@ -581,7 +592,7 @@ impl CacheBackend for MemoryStorage {
             let mut shard = shard.lock();
             let expired: Vec<Key> = shard
                 .iter()
-                .filter(|(_, e)| e.removable_at <= now)
+                .filter(|(_, e)| self.removable(e, now))
                 .map(|(k, _)| *k)
                 .collect();
             for k in &expired {
@@ -734,6 +745,29 @@ mod tests {
         assert_eq!(m.removable_at(Duration::from_secs(1)), Stamp(u64::MAX));
     }
 
+    /// An entry past its freshness stays while a stale window or the retention lasts.
+    #[test]
+    fn stale_windows_and_retention_keep_an_expired_entry() {
+        let now = SystemTime::now();
+        let expired = |ago: u64, windows: (u32, u32)| {
+            StoredMeta::new(&CacheMeta::new(
+                now - Duration::from_secs(ago),
+                now - Duration::from_secs(ago + 1),
+                windows.0,
+                windows.1,
+                ResponseHeader::build(200, None).unwrap(),
+            ))
+        };
+        let (none, minute, now) = (Duration::ZERO, Duration::from_secs(60), Stamp::from(now));
+        assert!(expired(10, (0, 0)).removable(none, now));
+        assert!(!expired(10, (0, 0)).removable(minute, now));
+        assert!(!expired(10, (30, 0)).removable(none, now));
+        assert!(!expired(10, (0, 30)).removable(none, now));
+        assert!(expired(40, (30, 20)).removable(none, now));
+        assert!(!expired(40, (30, 20)).removable(minute, now));
+        assert!(expired(100, (30, 20)).removable(minute, now));
+    }
+
     #[test]
     fn an_entry_with_a_variance_and_a_large_body_weighs_what_it_holds() {
         let plain = StoredMeta::new(&meta(Duration::from_secs(60)));
@@ -761,22 +795,22 @@ mod tests {
         assert_eq!(weight, entry_weight(20_480, &plain, false));
     }
 
-    /// The queue node (key, entry, two links) stays in mimalloc's 192-byte size class: each
+    /// The queue node (key, entry, two links) stays in mimalloc's 160-byte size class: each
     /// class down is measured in RSS per entry (benches/README.md, "Memory per entry").
     #[test]
-    fn an_entry_node_fits_in_192_bytes() {
-        assert!(std::mem::size_of::<(Key, Entry, usize, usize)>() <= 192);
+    fn an_entry_node_fits_in_160_bytes() {
+        assert!(std::mem::size_of::<(Key, Entry, usize, usize)>() <= 160);
     }
 
     #[test]
     fn an_entry_too_heavy_for_its_weight_field_is_refused() {
         let s = MemoryStorage::new(limits(usize::MAX / 2, 10));
         let stored = StoredMeta::new(&meta(Duration::from_secs(60)));
-        let heavy = Entry::new(1, stored.clone(), Bytes::new(), 1 << 33, Stamp::now());
+        let heavy = Entry::new(1, stored.clone(), Bytes::new(), 1 << 33);
         assert_eq!(heavy.weight, u32::MAX);
         assert!(s.insert(1, heavy).is_err());
         assert_eq!(s.usage().entries, 0);
-        let light = Entry::new(1, stored, Bytes::new(), 100, Stamp::now());
+        let light = Entry::new(1, stored, Bytes::new(), 100);
         assert!(s.insert(1, light).is_ok());
         assert_eq!(s.usage().bytes, 100);
     }

@@ -150,7 +150,7 @@ impl MemoryStorage {
                 let (meta, body, primary) = {
                     let shard = self.shards[*shard].lock();
                     let e = shard.peek(k)?;
-                    if e.removable_at <= now {
+                    if self.removable(e, now) {
                         return None;
                     }
                     (e.meta.clone(), e.body.clone(), e.primary)
@@ -191,8 +191,7 @@ impl MemoryStorage {
             return Adopted::TooLarge;
         }
         let meta = StoredMeta::new(meta);
-        let removable_at = meta.removable_at(self.limits.stale_retention);
-        if removable_at <= Stamp::now() {
+        if meta.removable_at(self.limits.stale_retention) <= Stamp::now() {
             return Adopted::Dropped;
         }
         let (primary, key) = (key_of(primary), key_of(combined));
@@ -215,7 +214,7 @@ impl MemoryStorage {
         {
             return Adopted::Full;
         }
-        let entry = Entry::new(primary, meta, body, weight, removable_at);
+        let entry = Entry::new(primary, meta, body, weight);
         shard.insert(key, entry, Placement::Adopted);
         Adopted::Stored
     }
