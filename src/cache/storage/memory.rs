@@ -62,7 +62,8 @@ const VARIANT_OVERHEAD: usize = 384;
 /// of the variant index's room. The Vary run at a million requests (250,000 URLs, most
 /// variants evicted again and the URL's first response in the primary slot) measured 630
 /// bytes per entry by RSS where the two constants above counted 583 (the variance was boxed
-/// then, 16 bytes more); with it, 594 where 612 are counted.
+/// then, 16 bytes more, and the node 192 bytes); since the 160-byte node, 594 where 612 are
+/// counted.
 const VARIANCE_OVERHEAD: usize = 48;
 const MAX_SHARDS: usize = 16;
 /// A shard holds at least this many objects of the largest cacheable size, so that the

@@ -65,8 +65,9 @@ static KNOWN: [HeaderName; 32] = [
 /// count (u16 LE), numbers of the meta that are read with the header on a hit and rarely
 /// otherwise (its two stale windows, u32 LE each; its epoch, u64 LE, only when it is not the
 /// meta's creation time, [`HAS_EPOCH`]), and the reason phrase (only one other than the
-/// status's canonical one, [`HAS_REASON`]: u16 LE length and bytes), then the fields. Per field: the name's index in [`KNOWN`] plus one (u8), or 0 and the
-/// name's length (u16 LE) and bytes; then the value's length (u32 LE) and bytes.
+/// status's canonical one, [`HAS_REASON`]: u16 LE length and bytes); then the fields. Per
+/// field: the name's index in [`KNOWN`] plus one (u8), or 0 and the name's length (u16 LE)
+/// and bytes; then the value's length (u32 LE) and bytes.
 ///
 /// Only the `Bytes` handle is inline (32 bytes): the memory storage's queue node holds one
 /// per entry, and a status, count, the meta's numbers and a boxed reason beside it would
@@ -111,8 +112,9 @@ impl CompactHeader {
         epoch: Option<u64>,
     ) -> Self {
         let status = header.status;
-        // A reason phrase other than the status's canonical one (rare); one longer than the
-        // prefix can say is dropped (no parser lets one through).
+        // A reason phrase other than the status's canonical one (rare). An empty one, or one
+        // longer than the prefix can say (no parser lets one through), is served as the
+        // canonical one: the phrase carries no meaning (RFC 9112, section 4).
         let reason = header
             .get_reason_phrase()
             .filter(|r| Some(*r) != status.canonical_reason())
