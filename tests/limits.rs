@@ -261,6 +261,29 @@ fn a_body_over_max_body_bytes_gets_413_declared_or_chunked() {
     assert!(resp.body.ends_with("got 900"), "{resp:?}");
 }
 
+/// A request body many socket reads long reaches the origin byte for byte, and the kept-alive
+/// connection serves the next request: plain HTTP reads straight into Pingora's session, with
+/// no L4 read buffer in between (`server::client_listener`).
+#[test]
+fn a_large_request_body_reaches_the_origin_whole_and_the_connection_goes_on() {
+    let origin = Origin::start(|r| support::Reply::ok(format!("got {}", r.body.len())));
+    let proxy = ProxyBuilder::new(&origin.url()).start();
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut client = KeepAlive::new(proxy.addr());
+    let (status, answer) = client.post("/upload", &body).unwrap();
+    assert_eq!((status, answer.as_slice()), (200, &b"got 300000"[..]));
+    let (status, _) = client.get("/after").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(client.connections, 1, "one kept-alive connection");
+    let uploads: Vec<_> = origin
+        .requests()
+        .into_iter()
+        .filter(|r| r.path() == "/upload")
+        .collect();
+    assert_eq!(uploads.len(), 1);
+    assert!(uploads[0].body == body, "the body arrived altered");
+}
+
 /// Sends `prefix`, then `trickle` one byte every 200 ms, until the proxy closes the
 /// connection; returns what it answered and how long after connecting it closed. `None`
 /// if the proxy still had not closed once everything was sent.
