@@ -429,7 +429,7 @@ impl ProxyHttp for Proxy {
                     self.serve_partial(session, ctx, hit).await?;
                     return Ok(false);
                 }
-                Begin::Fetch(fill) => ctx.range_fill = Some(fill),
+                Begin::Fetch(fill) => ctx.range_fill = Some(Box::new(fill)),
                 Begin::Normal => {}
             }
         }
@@ -610,7 +610,7 @@ impl ProxyHttp for Proxy {
                 .insert_header(header::DATE, httpdate::fmt_http_date(SystemTime::now()))?;
         }
         if ctx.cache_enabled && upstream_response.status == http::StatusCode::NOT_MODIFIED {
-            ctx.not_modified = Some(upstream_response.headers.clone());
+            ctx.not_modified = Some(Box::new(upstream_response.headers.clone()));
         }
         if let Some(fill) = ctx.range_fill.as_mut() {
             fill.upstream_response(upstream_response, self.cache.max_object_bytes);
@@ -656,7 +656,8 @@ impl ProxyHttp for Proxy {
             && ctx.route.as_ref().is_some_and(|r| r.caches())
         {
             let key = request_key(req, ctx.route.as_deref(), ctx.conn.https());
-            ctx.post_store = PendingStore::start(&self.cache, key, req, upstream_response);
+            ctx.post_store =
+                PendingStore::start(&self.cache, key, req, upstream_response).map(Box::new);
         }
         if session.is_process_shutting_down() {
             // Draining: this response is the connection's last, and says so, so that the
@@ -824,10 +825,10 @@ impl ProxyHttp for Proxy {
             return;
         }
         if let (None, Some(store)) = (e, ctx.post_store.take()) {
-            store.commit(&self.cache).await;
+            (*store).commit(&self.cache).await;
         }
         if let Some(fill) = ctx.range_fill.take() {
-            fill.finish(&self.cache).await;
+            (*fill).finish(&self.cache).await;
         }
         // A fetch, or an answer from the partial entry, holds the fill lock its lookup took.
         let filled = ctx.upstream_started.is_some() || ctx.partial_hit;

@@ -1168,9 +1168,13 @@ where
             .early_request_filter(&mut session, &mut ctx)
             .await
         {
-            return self
-                .handle_error(session, &mut ctx, e, "Fail to early filter request:")
-                .await;
+            return Box::pin(self.handle_error(
+                session,
+                &mut ctx,
+                e,
+                "Fail to early filter request:",
+            ))
+            .await;
         }
 
         if self.inner.allow_spawning_subrequest(&session, &ctx) {
@@ -1185,14 +1189,13 @@ where
             .request_header_filter(req)
             .await
         {
-            return self
-                .handle_error(
-                    session,
-                    &mut ctx,
-                    e,
-                    "Failed in downstream modules request filter:",
-                )
-                .await;
+            return Box::pin(self.handle_error(
+                session,
+                &mut ctx,
+                e,
+                "Failed in downstream modules request filter:",
+            ))
+            .await;
         }
 
         match self.inner.request_filter(&mut session, &mut ctx).await {
@@ -1216,9 +1219,13 @@ where
                 /* else continue */
             }
             Err(e) => {
-                return self
-                    .handle_error(session, &mut ctx, e, "Fail to filter request:")
-                    .await;
+                return Box::pin(self.handle_error(
+                    session,
+                    &mut ctx,
+                    e,
+                    "Fail to filter request:",
+                ))
+                .await;
             }
         }
 
@@ -1249,14 +1256,13 @@ where
                         match session.write_response_header_ref(&BAD_GATEWAY, true).await {
                             Ok(()) => {}
                             Err(e) => {
-                                return self
-                                    .handle_error(
-                                        session,
-                                        &mut ctx,
-                                        e,
-                                        "Error responding with Bad Gateway:",
-                                    )
-                                    .await;
+                                return Box::pin(self.handle_error(
+                                    session,
+                                    &mut ctx,
+                                    e,
+                                    "Error responding with Bad Gateway:",
+                                ))
+                                .await;
                             }
                         }
                     }
@@ -1270,14 +1276,13 @@ where
                     session.cache.disable(NoCacheReason::InternalError);
                 }
 
-                return self
-                    .handle_error(
-                        session,
-                        &mut ctx,
-                        e,
-                        "Error deciding if we should proxy to upstream:",
-                    )
-                    .await;
+                return Box::pin(self.handle_error(
+                    session,
+                    &mut ctx,
+                    e,
+                    "Error deciding if we should proxy to upstream:",
+                ))
+                .await;
             }
         }
 
@@ -1289,7 +1294,9 @@ where
         while retries < self.max_retries {
             retries += 1;
 
-            let (reuse, e) = self.proxy_to_upstream(&mut session, &mut ctx).await;
+            // Boxed, as are the calls of `handle_error`: the miss path's state (~10 KiB)
+            // would otherwise be part of every HTTP/1 connection's future, hits included.
+            let (reuse, e) = Box::pin(self.proxy_to_upstream(&mut session, &mut ctx)).await;
             server_reuse = reuse;
 
             match e {

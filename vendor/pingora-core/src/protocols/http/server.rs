@@ -307,10 +307,24 @@ impl Session {
     /// caching-proxy: [`Self::finish`] for a boxed session, which stays in its box while
     /// the body is flushed and the request drained. `finish(self)` moved the session (720
     /// bytes for HTTP/1) into its future and again into each step's; a proxy holds its
-    /// session boxed, so here only the box's pointer is.
+    /// session boxed, so here only the box's pointer is. The other kinds are finished here
+    /// too, by reference, rather than handed to `finish`: its future (about 4 KiB) would
+    /// otherwise be part of this one's, and so of every HTTP/1 connection's.
     pub async fn finish_boxed(mut self: Box<Self>) -> Result<Option<ReusableHttpStream>> {
-        let Self::H1(s) = &mut *self else {
-            return (*self).finish().await;
+        let s = match &mut *self {
+            Self::H1(s) => s,
+            Self::H2(s) => {
+                s.finish()?;
+                return Ok(None);
+            }
+            Self::Subrequest(s) => {
+                s.finish().await?;
+                return Ok(None);
+            }
+            Self::Custom(s) => {
+                s.finish().await?;
+                return Ok(None);
+            }
         };
         // need to flush body due to buffering
         s.finish_body().await?;
