@@ -360,7 +360,10 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // caching-proxy: boxed, as a new connection's future (TCP and TLS connect) is
+            // most of the size of every caller's, the proxy's per-request future included,
+            // while a request on a pooled connection needs none of it.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }
