@@ -60,9 +60,10 @@ const CLIENT_WRITE_BUFFER: usize = 32 * 1024;
 /// Plain HTTP reads without Pingora's 64 KiB read buffer: an HTTP/1 session reads a request
 /// head into its own buffer, so the L4 buffer only added a copy out of memory that is cold
 /// once there are many connections, and up to 64 KiB of RSS per connection (the buffer is
-/// zeroed when it is set up, which touches its pages when the allocator reuses memory). A/B (one thread, 1 KiB hits, 3 rounds): 1,000 connections
-/// 48.7-51.5k -> 51.9-54.1k req/s and RSS 111-116 -> 67-69 MiB; 64 and 256 connections
-/// unchanged or better. TLS keeps the read buffer: rustls reads a record at a time.
+/// zeroed when it is set up, which touches its pages when the allocator reuses memory).
+/// A/B (one thread, 1 KiB hits, 3 rounds): 1,000 connections 48.7-51.5k -> 51.9-54.1k req/s
+/// and RSS 111-116 -> 67-69 MiB; 64 and 256 connections unchanged or better. TLS keeps the
+/// read buffer: rustls reads a record at a time.
 fn client_listener(addr: SocketAddr, tls: bool) -> ListenerConfig {
     let buffers = L4BufferSettings::default().write(CLIENT_WRITE_BUFFER);
     ListenerConfig::tcp(addr.to_string()).l4_buffer(if tls { buffers } else { buffers.read(0) })

@@ -467,8 +467,8 @@ where
                         (server_reused, error)
                     }
                     ClientSession::Custom(mut c) => {
-                        // Boxed: a path this proxy's own origins never take, and the
-                        // largest of the three.
+                        // caching-proxy: boxed, a path this proxy's origins never
+                        // take, and the largest of the three.
                         let (server_reused, error) = Box::pin(self.proxy_to_custom_upstream(
                             session,
                             &mut c,

@@ -231,8 +231,9 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
-                        // The handshake future (TLS-capable, ~8 KiB) is boxed so that
-                        // the task does not hold its space for the connection's life.
+                        // caching-proxy: the handshake future (TLS-capable, ~8 KiB) is
+                        // boxed so that the task does not keep its room for the
+                        // connection's life.
                         match timeout(Duration::from_secs(60), Box::pin(io.handshake())).await {
                             Ok(handshake) => {
                                 match handshake {
