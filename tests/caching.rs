@@ -100,6 +100,31 @@ fn upstream_host_is_the_origin_authority_by_default() {
     assert_eq!(sent.header("x-forwarded-for"), Some("127.0.0.1"));
 }
 
+/// The connection's details hold for every request of a keep-alive connection, not only its
+/// first: each request after the first gets the finished session's digest (the vendored
+/// pingora-core), so the origin sees the client's address in `X-Forwarded-For` every time.
+#[test]
+fn every_request_of_a_kept_alive_connection_knows_its_client() {
+    let origin = Origin::start(|r| Reply::ok(format!("body of {}", r.target)));
+    let proxy = Proxy::start(&origin.url());
+    let mut client = support::client::KeepAlive::new(proxy.addr());
+    for i in 0..3 {
+        let (status, body) = client.get(&format!("/c{i}")).unwrap();
+        assert_eq!((status, body), (200, format!("body of /c{i}").into_bytes()));
+    }
+    assert_eq!(
+        (client.connections, client.retries),
+        (1, 0),
+        "one connection"
+    );
+    let forwarded: Vec<_> = origin
+        .requests()
+        .iter()
+        .map(|r| r.header("x-forwarded-for").map(str::to_owned))
+        .collect();
+    assert_eq!(forwarded, vec![Some("127.0.0.1".to_owned()); 3]);
+}
+
 #[test]
 fn unsafe_methods_are_forwarded_and_never_served_from_cache() {
     let origin = Origin::start(|r| {

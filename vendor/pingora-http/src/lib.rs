@@ -684,6 +684,35 @@ impl ResponseHeader {
         clone_resp_parts(&self.base)
     }
 
+    /// caching-proxy: a copy with room for `additional` more fields. A clone's field table
+    /// is exactly as long as the original's (a `Vec` clone) while its index keeps the
+    /// original's size, so `reserve` cannot add room and each field added past the end
+    /// grows the table again (reallocated and copied). A header without a map of name cases
+    /// is copied field by field into a map made large enough; one with it is cloned.
+    pub fn clone_with_room(&self, additional: usize) -> Self {
+        if self.header_name_map.is_some() {
+            return self.clone();
+        }
+        let mut headers = HMap::with_capacity(self.base.headers.len() + additional);
+        for (name, value) in &self.base.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        let mut base = RespBuilder::new()
+            .status(self.base.status)
+            .version(self.base.version)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        base.headers = headers;
+        base.extensions = self.base.extensions.clone();
+        ResponseHeader {
+            base,
+            header_name_map: None,
+            reason_phrase: self.reason_phrase.clone(),
+        }
+    }
+
     /// Helper function to set the HTTP content length on the response header.
     pub fn set_content_length(&mut self, len: usize) -> Result<()> {
         self.insert_header(http::header::CONTENT_LENGTH, len)

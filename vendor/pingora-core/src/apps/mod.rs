@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::protocols::http::v1::header_read::{HeaderReadOptions, HeaderRejectionHandler};
+use crate::protocols::http::v1::server::HttpSession as SessionV1;
 use crate::protocols::http::v2::server;
 use crate::protocols::http::{ReusableHttpStream, ServerSession};
 use crate::protocols::Digest;
@@ -207,6 +208,8 @@ impl HttpPersistentSettings {
 pub struct ReusedHttpStream {
     stream: Stream,
     persistent_settings: Option<HttpPersistentSettings>,
+    /// caching-proxy: the previous session's digest, for the next one (`next_h1_session`).
+    digest: Option<Box<Digest>>,
 }
 
 impl ReusedHttpStream {
@@ -214,6 +217,7 @@ impl ReusedHttpStream {
         ReusedHttpStream {
             stream,
             persistent_settings,
+            digest: None,
         }
     }
 
@@ -223,11 +227,14 @@ impl ReusedHttpStream {
         reusable: ReusableHttpStream,
         mut persistent_settings: HttpPersistentSettings,
     ) -> Self {
-        let (stream, pipelined_prefix) = reusable.into_parts();
+        let (stream, pipelined_prefix, digest) = reusable.into_parts_with_digest();
         if let Some(prefix) = pipelined_prefix {
             persistent_settings.set_pipelined_prefix(prefix);
         }
-        Self::new(stream, Some(persistent_settings))
+        ReusedHttpStream {
+            digest,
+            ..Self::new(stream, Some(persistent_settings))
+        }
     }
 
     pub fn consume(self) -> (Stream, Option<HttpPersistentSettings>) {
@@ -242,8 +249,12 @@ pub fn next_h1_session<A: HttpServerApp + ?Sized>(
     app: &A,
     reused: ReusedHttpStream,
 ) -> ServerSession {
-    let (stream, persistent_settings) = reused.consume();
-    let mut session = ServerSession::new_http1(stream);
+    let ReusedHttpStream {
+        stream,
+        persistent_settings,
+        digest,
+    } = reused;
+    let mut session = ServerSession::H1(SessionV1::with_digest(stream, digest));
     if let Some(persistent_settings) = persistent_settings {
         persistent_settings.apply_to_session(&mut session);
     }

@@ -35,6 +35,9 @@ use std::time::Duration;
 pub struct ReusableHttpStream {
     stream: Stream,
     pipelined_prefix: Option<BytesMut>,
+    /// caching-proxy: the finished session's digest, for the next session on the stream
+    /// (see `v1::server::HttpSession::with_digest`).
+    digest: Option<Box<Digest>>,
 }
 
 impl ReusableHttpStream {
@@ -42,7 +45,19 @@ impl ReusableHttpStream {
         Self {
             stream,
             pipelined_prefix,
+            digest: None,
         }
+    }
+
+    /// caching-proxy: carries the finished session's digest to the next session.
+    pub(crate) fn with_digest(mut self, digest: Box<Digest>) -> Self {
+        self.digest = Some(digest);
+        self
+    }
+
+    /// caching-proxy: the stream, the pipelined bytes and the carried digest.
+    pub(crate) fn into_parts_with_digest(self) -> (Stream, Option<BytesMut>, Option<Box<Digest>>) {
+        (self.stream, self.pipelined_prefix, self.digest)
     }
 
     /// Split the reusable connection into its underlying stream and optional

@@ -9,7 +9,11 @@
 //! at the flush: one send, but a copy of every body byte. Here a write of at least
 //! [`DIRECT_WRITE`] bytes while bytes are buffered goes to the socket at once, in one
 //! vectored write of the buffered bytes and the new ones: still one send, without the copy.
-//! Everything else is `BufWriter`'s behaviour.
+//! Everything else is `BufWriter`'s behaviour, except that the buffer is allocated by the
+//! first write that needs it and released once everything in it is written: a keep-alive
+//! connection between requests holds no buffer, and the next response, on any connection,
+//! is written into memory the allocator has just handed back (warm in the CPU's caches)
+//! instead of this connection's own buffer, cold when many connections take turns.
 
 use std::fmt;
 use std::io::{self, IoSlice};
@@ -25,7 +29,10 @@ pub const DIRECT_WRITE: usize = 4096;
 /// A buffered writer over `W` (see the module doc).
 pub struct WriteBuffer<W> {
     inner: W,
+    /// Empty and unallocated while nothing is buffered; `capacity` bytes once it is.
     buf: Vec<u8>,
+    /// The buffer's size when it is allocated (0: every write goes straight through).
+    capacity: usize,
     /// How much of `buf` has been written (a flush interrupted by a full socket).
     written: usize,
 }
@@ -34,9 +41,28 @@ impl<W: AsyncWrite + Unpin> WriteBuffer<W> {
     pub fn with_capacity(capacity: usize, inner: W) -> Self {
         WriteBuffer {
             inner,
-            buf: Vec::with_capacity(capacity),
+            buf: Vec::new(),
+            capacity,
             written: 0,
         }
+    }
+
+    /// Appends to the buffer, allocating it first if it is not (the caller checked that
+    /// `data` fits in `capacity`).
+    fn buffer_up(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(self.capacity);
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Everything buffered is written: release the buffer (see the module doc).
+    fn release(&mut self) {
+        self.buf = Vec::new();
+        self.written = 0;
     }
 
     pub fn get_ref(&self) -> &W {
@@ -67,8 +93,7 @@ impl<W: AsyncWrite + Unpin> WriteBuffer<W> {
     fn consume(&mut self, n: usize) {
         self.written += n;
         if self.written == self.buf.len() {
-            self.buf.clear();
-            self.written = 0;
+            self.release();
         }
     }
 
@@ -86,8 +111,9 @@ impl<W: AsyncWrite + Unpin> WriteBuffer<W> {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        self.buf.clear();
-        self.written = 0;
+        if self.buf.capacity() != 0 {
+            self.release();
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -136,13 +162,13 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for WriteBuffer<W> {
             }
         }
         // tokio's `BufWriter::poll_write`.
-        if me.buf.len() + data.len() > me.buf.capacity() {
+        if me.buf.len() + data.len() > me.capacity {
             ready!(me.flush_buf(cx))?;
         }
-        if data.len() >= me.buf.capacity() {
+        if data.len() >= me.capacity {
             Pin::new(&mut me.inner).poll_write(cx, data)
         } else {
-            me.buf.extend_from_slice(data);
+            me.buffer_up(data);
             Poll::Ready(Ok(data.len()))
         }
     }
@@ -165,13 +191,13 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for WriteBuffer<W> {
         let total = bufs
             .iter()
             .fold(0usize, |acc, b| acc.saturating_add(b.len()));
-        if total > me.buf.capacity() - me.buf.len() {
+        if total > me.capacity - me.buf.len() {
             ready!(me.flush_buf(cx))?;
         }
-        if total >= me.buf.capacity() {
+        if total >= me.capacity {
             Pin::new(&mut me.inner).poll_write_vectored(cx, bufs)
         } else {
-            bufs.iter().for_each(|b| me.buf.extend_from_slice(b));
+            bufs.iter().for_each(|b| me.buffer_up(b));
             Poll::Ready(Ok(total))
         }
     }
@@ -207,7 +233,7 @@ impl<W: fmt::Debug> fmt::Debug for WriteBuffer<W> {
             .field("writer", &self.inner)
             .field(
                 "buffer",
-                &format_args!("{}/{}", self.buf.len() - self.written, self.buf.capacity()),
+                &format_args!("{}/{}", self.buf.len() - self.written, self.capacity),
             )
             .finish()
     }
@@ -325,5 +351,40 @@ mod tests {
         assert_eq!(w.buffer().len(), 1324, "a small body waits for the flush");
         w.flush().await.unwrap();
         assert_eq!(w.get_ref().out.len(), 2 * 300 + 17 * 1024);
+    }
+
+    /// The buffer is held only while something is in it: allocated whole by the first
+    /// buffered write, released by the flush that empties it and by a large write that
+    /// takes the buffered bytes with it; never allocated for empty writes.
+    #[tokio::test]
+    async fn the_buffer_is_held_only_while_bytes_wait() {
+        let mut w = WriteBuffer::with_capacity(32 * 1024, trickle(1 << 20));
+        assert_eq!(w.buf.capacity(), 0, "no buffer before the first write");
+        w.write_all(&[]).await.unwrap();
+        assert_eq!(w.buf.capacity(), 0, "an empty write allocates nothing");
+
+        w.write_all(&[b'h'; 300]).await.unwrap();
+        assert_eq!(w.buf.capacity(), 32 * 1024, "allocated whole, never grown");
+        w.write_all(&[b'b'; 1024]).await.unwrap();
+        w.flush().await.unwrap();
+        assert_eq!(w.buf.capacity(), 0, "released by the flush");
+
+        w.write_all(&[b'h'; 300]).await.unwrap();
+        w.write_all(&[b'b'; 16 * 1024]).await.unwrap();
+        assert_eq!(
+            w.buf.capacity(),
+            0,
+            "released when the large write took it along"
+        );
+        assert_eq!(w.get_ref().out.len(), 2 * 300 + 17 * 1024);
+
+        let mut unbuffered = WriteBuffer::with_capacity(0, trickle(1 << 20));
+        unbuffered.write_all(&[b'h'; 300]).await.unwrap();
+        assert_eq!(
+            unbuffered.buf.capacity(),
+            0,
+            "capacity 0 writes straight through"
+        );
+        assert_eq!(unbuffered.get_ref().out.len(), 300);
     }
 }

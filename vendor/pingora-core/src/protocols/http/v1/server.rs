@@ -171,12 +171,23 @@ impl HttpSession {
     /// The created session needs to call [`Self::read_request()`] first before performing
     /// any other operations.
     pub fn new(underlying_stream: Stream) -> Self {
-        // TODO: maybe we should put digest in the connection itself
-        let digest = Box::new(Digest {
-            ssl_digest: underlying_stream.get_ssl_digest(),
-            timing_digest: underlying_stream.get_timing_digest(),
-            proxy_digest: underlying_stream.get_proxy_digest(),
-            socket_digest: underlying_stream.get_socket_digest(),
+        Self::with_digest(underlying_stream, None)
+    }
+
+    /// caching-proxy: a session on a connection whose [`Digest`] an earlier session built
+    /// (`None`: build it). What a digest holds is the connection's (TLS, timing of its
+    /// establishment, PROXY header, socket), so the session for the next request on a
+    /// keep-alive connection takes its predecessor's instead of building another: that was
+    /// two allocations and three reference counts per request (the code's own TODO, "put
+    /// digest in the connection itself"). Changes made through `digest_mut` carry over.
+    pub(crate) fn with_digest(underlying_stream: Stream, digest: Option<Box<Digest>>) -> Self {
+        let digest = digest.unwrap_or_else(|| {
+            Box::new(Digest {
+                ssl_digest: underlying_stream.get_ssl_digest(),
+                timing_digest: underlying_stream.get_timing_digest(),
+                proxy_digest: underlying_stream.get_proxy_digest(),
+                socket_digest: underlying_stream.get_socket_digest(),
+            })
         });
 
         HttpSession {
@@ -1614,7 +1625,7 @@ impl HttpSession {
 
     /// caching-proxy: the connection of a session [`Self::prepare_reuse`] accepted.
     pub(crate) fn into_reusable(self, pipelined_prefix: Option<BytesMut>) -> ReusableHttpStream {
-        ReusableHttpStream::new(self.underlying_stream, pipelined_prefix)
+        ReusableHttpStream::new(self.underlying_stream, pipelined_prefix).with_digest(self.digest)
     }
 
     /// Write a `100 Continue` response to the client.
