@@ -29,7 +29,7 @@ use std::collections::{HashMap, VecDeque};
 
 use lru::LruCache;
 
-use super::{Entry, Key};
+use super::{Entry, Key, Stamp};
 
 /// The small queue's share of the shard (S3-FIFO's 10%).
 const SMALL_SHARE: usize = 10;
@@ -68,6 +68,11 @@ pub(super) struct Shard {
     /// holds no spare room (a `Vec`'s first push reserves four keys); a URL has a handful of
     /// variants and they change far less often than they are read.
     pub(super) variants: HashMap<Key, Box<[Key]>>,
+    /// No entry of the shard was fresh until earlier than this (the earliest `fresh_until`
+    /// stored since the last expiry sweep; removals leave it as it was, so it may be earlier
+    /// than the entries left): a sweep skips the shard, without a scan under its lock, while
+    /// no entry can be past its freshness yet ([`Self::may_hold_expired`]).
+    earliest_fresh: Stamp,
 }
 
 impl Shard {
@@ -82,7 +87,20 @@ impl Shard {
             max_entries,
             reserved: 0,
             variants: HashMap::new(),
+            earliest_fresh: Stamp::NEVER,
         }
+    }
+
+    /// Whether an entry of the shard may be past its freshness at `now` (then an expiry
+    /// sweep has to look at each).
+    pub(super) fn may_hold_expired(&self, now: Stamp) -> bool {
+        self.earliest_fresh <= now
+    }
+
+    /// What a sweep that looked at every entry found: none that stays was fresh until
+    /// earlier than `earliest` ([`Stamp::NEVER`] for none left).
+    pub(super) fn swept(&mut self, earliest: Stamp) {
+        self.earliest_fresh = earliest;
     }
 
     pub(super) fn len(&self) -> usize {
@@ -120,6 +138,7 @@ impl Shard {
             *keys = keys.iter().copied().chain([key]).collect();
         }
         self.bytes += entry.weight();
+        self.earliest_fresh = self.earliest_fresh.min(entry.meta.fresh_until);
         match placement {
             Placement::New if !self.ghost.contains(key) => {
                 entry.freq = 0;
