@@ -11,9 +11,9 @@
 //! vectored write of the buffered bytes and the new ones: still one send, without the copy.
 //! Everything else is `BufWriter`'s behaviour, except that the buffer is allocated by the
 //! first write that needs it and released once everything in it is written: a keep-alive
-//! connection between requests holds no buffer, and the next response, on any connection,
-//! is written into memory the allocator has just handed back (warm in the CPU's caches)
-//! instead of this connection's own buffer, cold when many connections take turns.
+//! connection between requests holds no buffer, and responses, on whichever connection, are
+//! written into the few blocks the allocator keeps handing out for it instead of into each
+//! connection's own buffer: a working set that does not grow with the number of connections.
 
 use std::fmt;
 use std::io::{self, IoSlice};
