@@ -684,28 +684,22 @@ impl ResponseHeader {
         clone_resp_parts(&self.base)
     }
 
-    /// caching-proxy: a copy with room for `additional` more fields. A clone's field table
-    /// is exactly as long as the original's (a `Vec` clone) while its index keeps the
-    /// original's size, so `reserve` cannot add room and each field added past the end
-    /// grows the table again (reallocated and copied). A header without a map of name cases
-    /// is copied field by field into a map made large enough; one with it is cloned.
-    pub fn clone_with_room(&self, additional: usize) -> Self {
+    /// caching-proxy: a copy that takes as many more fields as this header would without
+    /// growing. A clone's field table is exactly as long as the original's (a `Vec` clone),
+    /// so the room the original was built with (a cached response's header is built with
+    /// room for the fields added when it is served) is lost, and each field added past the
+    /// end grows the table again (reallocated and copied). A header without a map of name
+    /// cases is copied field by field into a map of the original's capacity; one with it is
+    /// cloned.
+    pub fn clone_keeping_room(&self) -> Self {
         if self.header_name_map.is_some() {
             return self.clone();
         }
-        let mut headers = HMap::with_capacity(self.base.headers.len() + additional);
+        let mut base = resp_parts_without_headers(&self.base);
+        base.headers = HMap::with_capacity(self.base.headers.capacity());
         for (name, value) in &self.base.headers {
-            headers.append(name.clone(), value.clone());
+            base.headers.append(name.clone(), value.clone());
         }
-        let mut base = RespBuilder::new()
-            .status(self.base.status)
-            .version(self.base.version)
-            .body(())
-            .unwrap()
-            .into_parts()
-            .0;
-        base.headers = headers;
-        base.extensions = self.base.extensions.clone();
         ResponseHeader {
             base,
             header_name_map: None,
@@ -839,6 +833,13 @@ fn clone_req_parts(me: &ReqParts) -> ReqParts {
 }
 
 fn clone_resp_parts(me: &RespParts) -> RespParts {
+    let mut parts = resp_parts_without_headers(me);
+    parts.headers = me.headers.clone();
+    parts
+}
+
+/// caching-proxy: `me`'s status, version and extensions, with no header fields.
+fn resp_parts_without_headers(me: &RespParts) -> RespParts {
     let mut parts = RespBuilder::new()
         .status(me.status)
         .version(me.version)
@@ -846,7 +847,6 @@ fn clone_resp_parts(me: &RespParts) -> RespParts {
         .unwrap()
         .into_parts()
         .0;
-    parts.headers = me.headers.clone();
     parts.extensions = me.extensions.clone();
     parts
 }

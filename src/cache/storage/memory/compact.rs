@@ -20,7 +20,8 @@ use pingora_http::ResponseHeader;
 
 /// Fields a served hit gains after [`CompactHeader::to_header`]: `Age`, `X-Cache`, four
 /// security headers, `X-Request-Id`, `Connection` or HSTS, and a few to spare (CORS, route
-/// rules).
+/// rules). pingora-proxy serves a copy of the header that keeps this room
+/// (`ResponseHeader::clone_keeping_room`, the vendored pingora-http).
 const SERVED_FIELDS: usize = 12;
 
 /// Names stored as their index here (plus one; 0 is a name stored as bytes): those of
