@@ -451,6 +451,57 @@ fn stale_retention_keeps_expired_entries_then_the_sweep_frees_them() {
     assert_eq!(origin.requests()[2].header("if-none-match"), None);
 }
 
+/// Every response served from an entry carries the fields the origin's response was stored
+/// with: each fresh hit is served with the header of its own lookup (moved out of that
+/// lookup's meta, not copied), a revalidation merges the 304 into the stored header, and the
+/// hits after it are served with the merged one.
+#[test]
+fn every_response_from_an_entry_carries_the_stored_fields() {
+    let origin = Origin::start(|r| match r.header("if-none-match") {
+        Some("\"v1\"") => Reply::ok("").status(304).header("etag", "\"v1\""),
+        _ => Reply::ok("stored body")
+            .header("cache-control", "max-age=1")
+            .header("etag", "\"v1\"")
+            .header("last-modified", "Mon, 07 Dec 2026 10:00:00 GMT")
+            .header("content-type", "text/plain; charset=utf-8")
+            .header("x-origin", "kept"),
+    });
+    let proxy = ProxyBuilder::new(&origin.url())
+        .args(&["--cache-stale-if-error", "0"])
+        .start();
+    let stored = [
+        ("cache-control", "max-age=1"),
+        ("etag", "\"v1\""),
+        ("last-modified", "Mon, 07 Dec 2026 10:00:00 GMT"),
+        ("content-type", "text/plain; charset=utf-8"),
+        ("x-origin", "kept"),
+        ("content-length", "11"),
+    ];
+    let check = |served: &str| {
+        let resp = get(&proxy.url("/fields"));
+        assert_eq!((resp.status, resp.x_cache()), (200, served));
+        assert_eq!(resp.body, "stored body");
+        for (name, value) in stored {
+            assert_eq!(resp.header(name), Some(value), "{name} of a {served}");
+        }
+        resp
+    };
+    let miss = check("MISS");
+    proxy.wait_stored(1);
+    for _ in 0..3 {
+        let hit = check("HIT");
+        assert_eq!(hit.header("date"), miss.header("date"), "the stored Date");
+        assert!(hit.header("age").is_some());
+    }
+    thread::sleep(Duration::from_millis(1500));
+    check("REVALIDATED");
+    assert_eq!(origin.requests()[1].header("if-none-match"), Some("\"v1\""));
+    for _ in 0..2 {
+        check("HIT");
+    }
+    assert_eq!(origin.hits_for("/fields"), 2);
+}
+
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + limit;
     while !done() {

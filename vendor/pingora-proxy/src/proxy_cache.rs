@@ -84,6 +84,8 @@ where
 
         // cache lookup logic
         let mut cache_lock_retries = 0;
+        // caching-proxy: the header of a fresh hit, taken from its meta for serving.
+        let mut hit_header = None;
         loop {
             match session.cache.cache_lookup().await {
                 Ok(res) => {
@@ -162,6 +164,12 @@ where
                         };
 
                         hit_status_opt = Some(hit_status);
+
+                        // caching-proxy: a fresh hit is served with the header moved out of its
+                        // meta (see `take_hit_header`), instead of a copy of it.
+                        if hit_status.is_fresh() {
+                            hit_header = Some(take_hit_header(&mut meta));
+                        }
 
                         // init cache for hit / stale
                         session.cache.cache_found(meta, handler, hit_status);
@@ -262,7 +270,7 @@ where
                         }
                     }
 
-                    let (reuse, err) = self.proxy_cache_hit(session, ctx).await;
+                    let (reuse, err) = self.proxy_cache_hit(session, ctx, hit_header.take()).await;
                     if let Some(e) = err.as_ref() {
                         error!(
                             "Fail to serve cache: {e}, {}",
@@ -293,6 +301,7 @@ where
         &self,
         session: &mut Session,
         ctx: &mut SV::CTX,
+        taken_header: Option<Box<ResponseHeader>>,
     ) -> (bool, Option<Box<Error>>)
     where
         SV: ProxyHttp + Send + Sync,
@@ -301,7 +310,7 @@ where
         use range_filter::*;
 
         let seekable = session.cache.hit_handler().can_seek();
-        let mut header = cache_hit_header(&session.cache);
+        let mut header = cache_hit_header(&session.cache, taken_header);
 
         let req = session.req_header();
 
@@ -960,7 +969,7 @@ where
             .cache
             .release_write_lock(NoCacheReason::UpstreamError);
 
-        Some(self.proxy_cache_hit(session, ctx).await)
+        Some(self.proxy_cache_hit(session, ctx, None).await)
     }
 
     // helper function to check when to continue to retry lock (true) or give up (false)
@@ -1044,11 +1053,34 @@ where
     }
 }
 
-fn cache_hit_header(cache: &HttpCache) -> Box<ResponseHeader> {
-    // caching-proxy: a copy that keeps the stored header's room for the fields a hit gains
-    // (`Age` here, `Connection` when written, the proxy's own): a plain clone has none, so
-    // its field table grew twice per hit for a response stored with four fields.
-    let mut header = Box::new(cache.cache_meta().response_header().clone_keeping_room());
+/// caching-proxy: the header of a fresh hit's `meta`, moved out for serving; the meta keeps
+/// the status and version and no field.
+///
+/// A storage's lookup hands over a meta of the request's own, and after a fresh hit is found
+/// nothing reads its header but [`cache_hit_header`]: the cache's hit phase reads the meta's
+/// times and variance, the proxy's hooks that take the meta (`cache_vary_filter`,
+/// `cache_hit_filter`) have run, and a fresh hit neither revalidates nor goes upstream. A
+/// stale hit keeps its header in its meta (revalidation merges into it and may store it).
+/// Copying it instead cost a second field table per hit: its allocation, each field's
+/// re-hash and reference count, and dropping it again.
+fn take_hit_header(meta: &mut pingora_cache::CacheMeta) -> Box<ResponseHeader> {
+    let stored = meta.response_header_mut();
+    // no room asked: an empty field table allocates nothing
+    let mut left = ResponseHeader::build_no_case(stored.status, Some(0))
+        .expect("the stored status is a status");
+    left.set_version(stored.version);
+    Box::new(std::mem::replace(stored, left))
+}
+
+/// The header a hit is served with: `taken`, a fresh hit's header moved out of its meta
+/// ([`take_hit_header`]), or else a copy of the meta's.
+fn cache_hit_header(cache: &HttpCache, taken: Option<Box<ResponseHeader>>) -> Box<ResponseHeader> {
+    // caching-proxy: a copy keeps the stored header's room for the fields a hit gains (`Age`
+    // here, `Connection` when written, the proxy's own): a plain clone has none, so its field
+    // table grew twice per hit for a response stored with four fields. A taken header has
+    // the room it was stored with.
+    let mut header = taken
+        .unwrap_or_else(|| Box::new(cache.cache_meta().response_header().clone_keeping_room()));
     // convert cache response
 
     // these status codes / method cannot have body, so no need to add chunked encoding
@@ -2482,19 +2514,19 @@ impl ServeFromCache {
             Self::Off => panic!("ProxyUseCache not enabled"),
             Self::CacheHeader => {
                 *self = Self::CacheBody(true);
-                Ok(HttpTask::Header(cache_hit_header(cache), false)) // false for now
+                Ok(HttpTask::Header(cache_hit_header(cache, None), false)) // false for now
             }
             Self::CacheHeaderMiss => {
                 *self = Self::CacheBodyMiss(true);
-                Ok(HttpTask::Header(cache_hit_header(cache), false)) // false for now
+                Ok(HttpTask::Header(cache_hit_header(cache, None), false)) // false for now
             }
             Self::CacheHeaderOnly => {
                 *self = Self::Done;
-                Ok(HttpTask::Header(cache_hit_header(cache), true))
+                Ok(HttpTask::Header(cache_hit_header(cache, None), true))
             }
             Self::CacheHeaderOnlyMiss => {
                 *self = Self::DoneMiss;
-                Ok(HttpTask::Header(cache_hit_header(cache), true))
+                Ok(HttpTask::Header(cache_hit_header(cache, None), true))
             }
             Self::CacheBody(should_seek) => {
                 log::trace!("cache body should seek: {should_seek}");

@@ -20,8 +20,9 @@ use pingora_http::ResponseHeader;
 
 /// Fields a served hit gains after [`CompactHeader::to_header`]: `Age`, `X-Cache`, four
 /// security headers, `X-Request-Id`, `Connection` or HSTS, and a few to spare (CORS, route
-/// rules). pingora-proxy serves a copy of the header that keeps this room
-/// (`ResponseHeader::clone_keeping_room`, the vendored pingora-http).
+/// rules). pingora-proxy serves a fresh hit with the header itself and other hits with a
+/// copy that keeps this room (`ResponseHeader::clone_keeping_room`, the vendored
+/// pingora-http).
 const SERVED_FIELDS: usize = 12;
 
 /// Names stored as their index here (plus one; 0 is a name stored as bytes): those of
@@ -202,8 +203,9 @@ impl CompactHeader {
     }
 
     /// The header to serve: its values are slices of the stored buffer. Its map's index has
-    /// room for the fields added on the way out (Pingora serves a clone, which keeps the
-    /// index's size), so adding them rehashes nothing.
+    /// room for the fields added on the way out (Pingora serves a fresh hit with this header
+    /// itself, and others with a copy that keeps the index's size), so adding them rehashes
+    /// nothing.
     pub(crate) fn to_header(&self) -> ResponseHeader {
         let buf = &self.0;
         let count = u16::from_le_bytes([buf[3], buf[4]]);
