@@ -10,7 +10,8 @@
 //! Entries are freed once they are of no more use: past their freshness and stale windows,
 //! plus `stale_retention`, during which an expired entry can still be revalidated with a 304
 //! or served to a client that accepts stale responses (`max-stale`). Such entries are
-//! dropped on lookup and by [`sweep_expired`].
+//! dropped on lookup, by eviction, and by [`sweep_expired`] once they reach the old end of
+//! their queue.
 //!
 //! [`sweep_expired`]: super::CacheBackend::sweep_expired
 
@@ -25,7 +26,7 @@ use super::{CacheBackend, Usage};
 use crate::cache::partial;
 use async_trait::async_trait;
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use pingora_cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
 use pingora_cache::storage::{
     HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
@@ -66,6 +67,12 @@ const VARIANT_OVERHEAD: usize = 384;
 /// counted.
 const VARIANCE_OVERHEAD: usize = 48;
 const MAX_SHARDS: usize = 16;
+/// Entries past use an expiry sweep removes per hold of a shard's lock (a few hundred
+/// microseconds of removals).
+const SWEEP_BATCH: usize = 256;
+/// Entries still of use an expiry sweep passes in a queue, from its old end, before it stops
+/// looking there (see [`Shard::remove_unused`]).
+const SWEEP_LOOKAHEAD: usize = 64;
 /// A shard holds at least this many objects of the largest cacheable size, so that the
 /// capacity a shard cannot use (less than one object) stays a small part of it.
 const MIN_OBJECTS_PER_SHARD: usize = 4;
@@ -131,9 +138,6 @@ fn nanos(d: Duration) -> u64 {
 pub(super) struct Stamp(u64);
 
 impl Stamp {
-    /// Later than any time an entry can be fresh until.
-    pub(super) const NEVER: Stamp = Stamp(u64::MAX);
-
     pub(super) fn now() -> Self {
         SystemTime::now().into()
     }
@@ -584,39 +588,28 @@ impl CacheBackend for MemoryStorage {
         usage
     }
 
-    /// Part `part` of `parts` is every shard whose index is `part` modulo `parts`: a scan
-    /// walks every entry of a shard under its lock (about 0.2 us per entry), so a pass over
-    /// the whole storage at once held each shard for milliseconds at a few hundred thousand
-    /// entries and took tens of milliseconds of CPU in one go. A shard none of whose entries
-    /// can be past its freshness yet is not scanned at all: the scan held its lock for
-    /// milliseconds every couple of seconds, and every request for a key of that shard
-    /// waited (at 1,000 connections, enough of them to show in the p99).
+    /// Part `part` of `parts` is every shard whose index is `part` modulo `parts`, so that a
+    /// pass over the storage is spread over time. In each shard, entries past use are
+    /// removed from the old end of its queues ([`Shard::remove_unused`]): a walk of every
+    /// entry held the shard's lock for milliseconds at a few hundred thousand entries, and
+    /// every request for a key of that shard waited (at 1,000 connections, enough of them to
+    /// show in the p99). The lock is held for [`SWEEP_BATCH`] removals at most and then
+    /// handed to a request waiting for it, if any, before the next batch.
     fn sweep_expired(&self, part: usize, parts: usize) -> u64 {
-        let now = Stamp::now();
-        // Only an entry fresh until this or earlier can be removable: its freshness and the
-        // retention after it are over.
-        let fresh_before = Stamp(now.0.saturating_sub(nanos(self.limits.stale_retention)));
         let mut removed = 0;
         let parts = parts.max(1);
         for shard in self.shards.iter().skip(part % parts).step_by(parts) {
-            let mut shard = shard.lock();
-            if !shard.may_hold_expired(fresh_before) {
-                continue;
-            }
-            let mut expired = Vec::new();
-            let mut earliest = Stamp::NEVER;
-            for (k, e) in shard.iter() {
-                if self.removable(e, now) {
-                    expired.push(*k);
-                } else {
-                    earliest = earliest.min(e.meta.fresh_until);
+            loop {
+                let now = Stamp::now();
+                let mut guard = shard.lock();
+                let n =
+                    guard.remove_unused(|e| self.removable(e, now), SWEEP_BATCH, SWEEP_LOOKAHEAD);
+                MutexGuard::unlock_fair(guard);
+                removed += n as u64;
+                if n < SWEEP_BATCH {
+                    break;
                 }
             }
-            for k in &expired {
-                shard.remove(k);
-            }
-            shard.swept(earliest);
-            removed += expired.len() as u64;
         }
         self.expirations.fetch_add(removed, Ordering::Relaxed);
         removed
@@ -932,41 +925,25 @@ mod tests {
         assert!(get(s, "new").await.is_some());
     }
 
-    /// A sweep scans only shards where an entry may be past its freshness, and misses no
-    /// expiry for it: an entry stored (or stored again) after a sweep lowers its shard's
-    /// bound, and a scan leaves the bound at the earliest entry it kept.
+    /// A sweep frees more than one batch of a shard (taking its lock again for each) and
+    /// keeps what is still of use.
     #[tokio::test]
-    async fn a_sweep_scans_only_shards_that_may_hold_expired_entries() {
-        let s = MemoryStorage::new_static(limits(1 << 20, 100));
+    async fn a_sweep_frees_every_expired_entry_of_a_shard_in_batches() {
+        let s = MemoryStorage::new_static(limits(64 << 20, 10_000));
         let now = SystemTime::now();
-        let shard_of = |url: &str| s.shard(key_of(CacheKey::new(url, "").primary_bin()));
-        let fresh_before = Stamp::from(now);
-        put(s, "fresh", b"x").await.unwrap();
-        assert!(!shard_of("fresh").lock().may_hold_expired(fresh_before));
-        assert_eq!(s.sweep_expired(0, 1), 0);
-
-        let gone = CacheMeta::new(
-            now - Duration::from_secs(10),
-            now - Duration::from_secs(20),
-            0,
-            0,
-            ResponseHeader::build(200, None).unwrap(),
-        );
-        put_meta(s, "old", b"x", gone).await.unwrap();
-        assert!(shard_of("old").lock().may_hold_expired(fresh_before));
-        assert_eq!(
-            s.sweep_expired(0, 1),
-            1,
-            "stored after a sweep, freed by the next"
-        );
-        assert!(get(s, "old").await.is_none());
-        for shard in s.shards.iter() {
-            assert!(
-                !shard.lock().may_hold_expired(fresh_before),
-                "only fresh entries left"
-            );
+        let gone = || {
+            let header = ResponseHeader::build(200, None).unwrap();
+            CacheMeta::new(now - Duration::from_secs(10), now, 0, 0, header)
+        };
+        let n = 3 * SWEEP_BATCH * s.shards.len() + 7;
+        for i in 0..n {
+            put_meta(s, &format!("old{i}"), b"x", gone()).await.unwrap();
         }
-        assert!(get(s, "fresh").await.is_some());
+        put(s, "new", b"x").await.unwrap();
+        assert_eq!(s.sweep_expired(0, 1), n as u64);
+        assert_eq!(s.usage().entries, 1);
+        assert_eq!(s.usage().expirations, n as u64);
+        assert!(get(s, "new").await.is_some());
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ use std::collections::{HashMap, VecDeque};
 
 use lru::LruCache;
 
-use super::{Entry, Key, Stamp};
+use super::{Entry, Key};
 
 /// The small queue's share of the shard (S3-FIFO's 10%).
 const SMALL_SHARE: usize = 10;
@@ -68,11 +68,6 @@ pub(super) struct Shard {
     /// holds no spare room (a `Vec`'s first push reserves four keys); a URL has a handful of
     /// variants and they change far less often than they are read.
     pub(super) variants: HashMap<Key, Box<[Key]>>,
-    /// No entry of the shard was fresh until earlier than this (the earliest `fresh_until`
-    /// stored since the last expiry sweep; removals leave it as it was, so it may be earlier
-    /// than the entries left): a sweep skips the shard, without a scan under its lock, while
-    /// no entry can be past its freshness yet ([`Self::may_hold_expired`]).
-    earliest_fresh: Stamp,
 }
 
 impl Shard {
@@ -87,20 +82,7 @@ impl Shard {
             max_entries,
             reserved: 0,
             variants: HashMap::new(),
-            earliest_fresh: Stamp::NEVER,
         }
-    }
-
-    /// Whether an entry of the shard may be past its freshness at `now` (then an expiry
-    /// sweep has to look at each).
-    pub(super) fn may_hold_expired(&self, now: Stamp) -> bool {
-        self.earliest_fresh <= now
-    }
-
-    /// What a sweep that looked at every entry found: none that stays was fresh until
-    /// earlier than `earliest` ([`Stamp::NEVER`] for none left).
-    pub(super) fn swept(&mut self, earliest: Stamp) {
-        self.earliest_fresh = earliest;
     }
 
     pub(super) fn len(&self) -> usize {
@@ -138,7 +120,6 @@ impl Shard {
             *keys = keys.iter().copied().chain([key]).collect();
         }
         self.bytes += entry.weight();
-        self.earliest_fresh = self.earliest_fresh.min(entry.meta.fresh_until);
         match placement {
             Placement::New if !self.ghost.contains(key) => {
                 entry.freq = 0;
@@ -225,9 +206,44 @@ impl Shard {
         }
     }
 
-    /// Every entry, main queue first; each queue from its newest entry to its oldest.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
-        self.main.iter().chain(self.small.iter())
+    /// Removes entries `removable` says are of no more use, looking from the old end of each
+    /// queue, where the entries stored longest ago wait: in a queue, it stops after passing
+    /// `max_kept` entries still of use, and it stops altogether once `max_removed` are
+    /// removed. Returns how many it removed.
+    ///
+    /// A walk of every entry held the shard's lock for about 0.2 us per entry (milliseconds
+    /// for a shard of tens of thousands), and every request for a key of the shard waited
+    /// through it. Entries of one lifetime expire in the order they were stored, so those
+    /// past use gather at the old end, and this walk's cost is the entries it removes plus
+    /// at most `max_kept` per queue. An entry past use behind more than `max_kept` younger
+    /// ones (a short lifetime stored after long ones) is left to a lookup of its key, which
+    /// drops it, or to eviction; it counts against the bounds meanwhile, like any entry.
+    /// (nginx's cache manager walks its queue the same way, from the old end, stopping at
+    /// the first entry still in use.)
+    pub(super) fn remove_unused(
+        &mut self,
+        removable: impl Fn(&Entry) -> bool,
+        max_removed: usize,
+        max_kept: usize,
+    ) -> usize {
+        let mut keys = Vec::new();
+        for queue in [&self.small, &self.main] {
+            let mut kept = 0;
+            for (key, entry) in queue.iter().rev() {
+                if keys.len() == max_removed || kept == max_kept {
+                    break;
+                }
+                if removable(entry) {
+                    keys.push(*key);
+                } else {
+                    kept += 1;
+                }
+            }
+        }
+        for key in &keys {
+            self.remove(key);
+        }
+        keys.len()
     }
 
     /// Every key, the entries most worth keeping first (what a smaller cache taking them
@@ -330,6 +346,72 @@ mod tests {
             s.evict_one().unwrap();
         }
         s.insert(k(n), with_primary(k(n), entry(1)), Placement::New);
+    }
+
+    /// In these tests an entry of weight 2 is past use.
+    fn put_weighing(s: &mut Shard, n: u128, weight: usize) {
+        s.insert(k(n), with_primary(k(n), entry(weight)), Placement::New);
+    }
+
+    fn unused(e: &Entry) -> bool {
+        e.weight() == 2
+    }
+
+    #[test]
+    fn unused_entries_leave_from_the_old_end_a_batch_at_a_time() {
+        let mut s = Shard::new(usize::MAX, 10_000);
+        for n in 0..1000 {
+            put_weighing(&mut s, n, 2);
+        }
+        for n in 1000..1010 {
+            put_weighing(&mut s, n, 1);
+        }
+        assert_eq!(s.remove_unused(unused, 256, 64), 256);
+        assert_eq!(s.len(), 1010 - 256);
+        let mut batches = 1;
+        while s.remove_unused(unused, 256, 64) == 256 {
+            batches += 1;
+        }
+        assert_eq!(batches, 3, "1000 = 3 x 256 + 232");
+        assert_eq!(s.len(), 10);
+        assert!((1000..1010).all(|n| s.peek(&k(n)).is_some()));
+        assert_eq!(s.bytes(), 10);
+    }
+
+    /// The walk stops after `max_kept` entries still of use: what it costs is bounded by the
+    /// entries it removes, not by the shard's size.
+    #[test]
+    fn a_walk_stops_after_passing_entries_still_of_use() {
+        let mut s = Shard::new(usize::MAX, 10_000);
+        for n in 0..5 {
+            put_weighing(&mut s, n, 2);
+        }
+        for n in 5..105 {
+            put_weighing(&mut s, n, 1);
+        }
+        for n in 105..110 {
+            put_weighing(&mut s, n, 2);
+        }
+        assert_eq!(s.remove_unused(unused, 256, 64), 5, "the 5 at the old end");
+        assert_eq!(s.len(), 105);
+        assert!(
+            (105..110).all(|n| s.peek(&k(n)).is_some()),
+            "behind 100 in use"
+        );
+        assert_eq!(s.remove_unused(unused, 256, 101), 5, "found past 100");
+        assert_eq!(s.len(), 100);
+    }
+
+    /// Both queues are walked: an entry moved to the main queue is found there.
+    #[test]
+    fn unused_entries_leave_both_queues() {
+        let mut s = Shard::new(usize::MAX, 10_000);
+        put_weighing(&mut s, 1, 2);
+        s.insert(k(2), with_primary(k(2), entry(2)), Placement::Used);
+        put_weighing(&mut s, 3, 1);
+        assert_eq!(s.remove_unused(unused, 256, 64), 2);
+        assert_eq!(s.len(), 1);
+        assert!(s.peek(&k(3)).is_some());
     }
 
     #[test]
