@@ -215,11 +215,11 @@ impl Shard {
     /// for a shard of tens of thousands), and every request for a key of the shard waited
     /// through it. Entries of one lifetime expire in the order they were stored, so those
     /// past use gather at the old end, and this walk's cost is the entries it removes plus
-    /// at most `max_kept` per queue. An entry past use behind more than `max_kept` younger
-    /// ones (a short lifetime stored after long ones) is left to a lookup of its key, which
-    /// drops it, or to eviction; it counts against the bounds meanwhile, like any entry.
-    /// (nginx's cache manager walks its queue the same way, from the old end, stopping at
-    /// the first entry still in use.)
+    /// at most `max_kept` per queue. An entry past use behind more than `max_kept` older
+    /// ones still of use (a short lifetime stored after long ones) is left to a lookup of its
+    /// key, which drops it, or to eviction; it counts against the bounds meanwhile, like any
+    /// entry. (nginx's cache manager walks its queue for inactive entries the same way, from
+    /// the old end, stopping at the first one still in use.)
     pub(super) fn remove_unused(
         &mut self,
         removable: impl Fn(&Entry) -> bool,
