@@ -210,7 +210,7 @@ impl StoredMeta {
 
     /// Whether the entry is of no more use at `now`. An entry within its freshness and the
     /// retention is not, whatever its stale windows: that answer needs no read of the
-    /// header's buffer (a sweep asks it of every entry, a hit of the one it serves).
+    /// header's buffer (a sweep asks it of each entry it passes, a hit of the one it serves).
     pub(super) fn removable(&self, stale_retention: Duration, now: Stamp) -> bool {
         self.fresh_until.0.saturating_add(nanos(stale_retention)) <= now.0
             && self.removable_at(stale_retention) <= now
