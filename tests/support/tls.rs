@@ -230,8 +230,9 @@ impl ClientTls {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let mut conn = rustls::ClientConnection::new(self.config.clone(), name)
             .map_err(std::io::Error::other)?;
-        let mut sock = TcpStream::connect(addr)?;
+        let sock = TcpStream::connect(addr)?;
         sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut sock = Records::new(sock);
         while conn.is_handshaking() {
             conn.complete_io(&mut sock)?;
         }
@@ -283,11 +284,73 @@ pub struct Handshake {
 
 /// One TLS connection, for HTTP/1.1 requests one after the other.
 pub struct TlsConn {
-    stream: BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
+    stream: BufReader<rustls::StreamOwned<rustls::ClientConnection, Records<TcpStream>>>,
     pub info: Handshake,
 }
 
+/// A transport that counts the TLS records it reads, by their 5-byte headers.
+pub struct Records<S> {
+    inner: S,
+    /// Records whose header has been read.
+    count: usize,
+    /// The bytes of the current record's header read so far.
+    header: [u8; 5],
+    header_read: usize,
+    /// The bytes of the current record's body still to come.
+    body_left: usize,
+}
+
+impl<S> Records<S> {
+    fn new(inner: S) -> Self {
+        Records {
+            inner,
+            count: 0,
+            header: [0; 5],
+            header_read: 0,
+            body_left: 0,
+        }
+    }
+}
+
+impl<S: Read> Read for Records<S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut at = 0;
+        while at < n {
+            if self.body_left > 0 {
+                let skip = self.body_left.min(n - at);
+                self.body_left -= skip;
+                at += skip;
+                continue;
+            }
+            self.header[self.header_read] = buf[at];
+            self.header_read += 1;
+            at += 1;
+            if self.header_read == self.header.len() {
+                self.header_read = 0;
+                self.count += 1;
+                self.body_left = u16::from_be_bytes([self.header[3], self.header[4]]) as usize;
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl<S: Write> Write for Records<S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 impl TlsConn {
+    /// How many TLS records the connection has received, the handshake's included.
+    pub fn records_received(&self) -> usize {
+        self.stream.get_ref().sock.count
+    }
+
     /// GETs `path` with `Host: host` on this connection.
     pub fn get(&mut self, host: &str, path: &str) -> std::io::Result<Response> {
         self.request("GET", host, path, &[])

@@ -19,4 +19,4 @@ pub mod listener;
 pub mod socket;
 pub mod stream;
 pub mod virt;
-mod write_buffer;
+pub(crate) mod write_buffer;

@@ -37,7 +37,7 @@ pub struct WriteBuffer<W> {
     written: usize,
 }
 
-impl<W: AsyncWrite + Unpin> WriteBuffer<W> {
+impl<W> WriteBuffer<W> {
     pub fn with_capacity(capacity: usize, inner: W) -> Self {
         WriteBuffer {
             inner,
@@ -47,6 +47,21 @@ impl<W: AsyncWrite + Unpin> WriteBuffer<W> {
         }
     }
 
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// The inner writer; anything still buffered is lost.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: AsyncWrite + Unpin> WriteBuffer<W> {
     /// Appends to the buffer, allocating it first if it is not (the caller checked that
     /// `data` fits in `capacity`).
     fn buffer_up(&mut self, data: &[u8]) {
@@ -63,19 +78,6 @@ impl<W: AsyncWrite + Unpin> WriteBuffer<W> {
     fn release(&mut self) {
         self.buf = Vec::new();
         self.written = 0;
-    }
-
-    pub fn get_ref(&self) -> &W {
-        &self.inner
-    }
-
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.inner
-    }
-
-    /// The inner writer; anything still buffered is lost.
-    pub fn into_inner(self) -> W {
-        self.inner
     }
 
     /// The bytes buffered and not yet written.

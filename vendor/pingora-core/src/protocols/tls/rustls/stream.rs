@@ -20,6 +20,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::listeners::tls::Acceptor;
+use crate::protocols::l4::write_buffer::WriteBuffer;
 use crate::protocols::raw_connect::ProxyDigest;
 use crate::protocols::tls::TlsRef;
 use crate::protocols::{tls::SslDigest, Peek, TimingDigest, UniqueIDType};
@@ -35,9 +36,19 @@ use pingora_rustls::{Accept, Connect, ServerName, TlsConnector};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use x509_parser::nom::AsBytes;
 
+/// caching-proxy: how many plaintext bytes a server-side TLS stream gathers before handing
+/// them to rustls: one record's worth. Each write given to rustls becomes a record of its
+/// own (a seal here, 22 bytes on the wire, an open at the client), so without this an
+/// HTTP/1 response's header and its body left as two records; gathered, a response up to
+/// one record leaves as one, and a larger body takes the header into its first record (see
+/// [`WriteBuffer`]: a large write goes out with what is gathered in one vectored write,
+/// which rustls seals together). Callers flush at the end of what they write, as they
+/// already must for the buffered TCP stream under it. Client-side streams gather nothing.
+const SERVER_GATHER: usize = 16 * 1024;
+
 #[derive(Debug)]
 pub struct InnerStream<T> {
-    pub(crate) stream: Option<RusTlsStream<T>>,
+    pub(crate) stream: Option<WriteBuffer<RusTlsStream<T>>>,
     connect: NoDebug<Option<Connect<T>>>,
     accept: NoDebug<Option<Accept<T>>>,
 }
@@ -233,7 +244,7 @@ where
     T: UniqueID,
 {
     fn id(&self) -> UniqueIDType {
-        self.tls.stream.as_ref().unwrap().get_ref().0.id()
+        self.tls.stream.as_ref().unwrap().get_ref().get_ref().0.id()
     }
 }
 
@@ -249,7 +260,7 @@ impl<T> Ssl for TlsStream<T> {
     fn selected_alpn_proto(&self) -> Option<ALPN> {
         let st = self.tls.stream.as_ref();
         if let Some(stream) = st {
-            let proto = stream.get_ref().1.alpn_protocol();
+            let proto = stream.get_ref().get_ref().1.alpn_protocol();
             match proto {
                 None => None,
                 Some(raw) => ALPN::from_wire_selected(raw),
@@ -301,7 +312,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> InnerStream<T> {
         let stream = connect
             .await
             .or_err(TLSHandshakeFailure, "tls connect error")?;
-        self.stream = Some(RusTlsStream::Client(stream));
+        self.stream = Some(WriteBuffer::with_capacity(0, RusTlsStream::Client(stream)));
         Ok(())
     }
 
@@ -317,16 +328,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> InnerStream<T> {
         let stream = accept
             .await
             .explain_err(TLSHandshakeFailure, |e| format!("tls connect error: {e}"))?;
-        self.stream = Some(RusTlsStream::Server(stream));
+        self.stream = Some(WriteBuffer::with_capacity(
+            SERVER_GATHER,
+            RusTlsStream::Server(stream),
+        ));
         Ok(())
     }
 
     pub(crate) fn digest(&mut self) -> Option<Arc<SslDigest>> {
-        Some(Arc::new(SslDigest::from_stream(&self.stream)))
+        Some(Arc::new(SslDigest::from_stream(
+            self.stream.as_ref().map(WriteBuffer::get_ref),
+        )))
     }
 
     pub(crate) fn tls_ref(&self) -> Option<TlsRef> {
-        let stream = self.stream.as_ref()?;
+        let stream = self.stream.as_ref()?.get_ref();
         let (_io, session) = stream.get_ref();
         let peer_certs = session.peer_certificates().map(|certs| certs.to_vec());
         let cipher = session
@@ -352,7 +368,7 @@ where
 {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         if let Some(stream) = self.stream.as_ref() {
-            stream.get_ref().0.get_socket_digest()
+            stream.get_ref().get_ref().0.get_socket_digest()
         } else {
             None
         }
@@ -361,6 +377,7 @@ where
         self.stream
             .as_mut()
             .unwrap()
+            .get_mut()
             .get_mut()
             .0
             .set_socket_digest(socket_digest)
@@ -376,6 +393,7 @@ where
             .as_ref()
             .unwrap()
             .get_ref()
+            .get_ref()
             .0
             .get_timing_digest()
     }
@@ -387,7 +405,7 @@ where
 {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
         if let Some(stream) = self.stream.as_ref() {
-            stream.get_ref().0.get_proxy_digest()
+            stream.get_ref().get_ref().0.get_proxy_digest()
         } else {
             None
         }
@@ -395,8 +413,8 @@ where
 }
 
 impl SslDigest {
-    fn from_stream<T>(stream: &Option<RusTlsStream<T>>) -> Self {
-        let stream = stream.as_ref().unwrap();
+    fn from_stream<T>(stream: Option<&RusTlsStream<T>>) -> Self {
+        let stream = stream.unwrap();
         let (_io, session) = stream.get_ref();
         let protocol = session.protocol_version();
         let cipher_suite = session.negotiated_cipher_suite();
