@@ -13,7 +13,9 @@ use support::tls::{
     client_hello, first_record, h2_requests, h2_requests_at_once, Ca, CertFiles, ClientTls,
     H2Request,
 };
+use support::websocket::{self, WsOrigin};
 use support::{get, request, Origin, ProxyBuilder, Reply};
+use tungstenite::Message;
 
 #[path = "tls/lifecycle.rs"]
 mod lifecycle;
@@ -134,6 +136,45 @@ fn an_https_response_leaves_in_the_fewest_records() {
             conn.records_received() - before,
             records,
             "records for a hit of {size} bytes"
+        );
+    }
+}
+
+/// A WebSocket upgrade over TLS (`wss`) is tunnelled both ways: the TLS stream gathers the
+/// proxy's writes until they are flushed (vendor/README.md), and a tunnel flushes each one,
+/// so every message arrives without waiting for the next.
+#[test]
+fn websocket_upgrades_over_tls_are_tunnelled() {
+    let (ca, files, _dir) = localhost_cert();
+    let origin = WsOrigin::start();
+    let config = format!(
+        "upstreams:\n  ws: {{servers: [\"{}\"]}}\nroutes:\n  - {{upstream: ws, hosts: [localhost]}}\n",
+        origin.addr()
+    );
+    let proxy = ProxyBuilder::with_config(&config).tls(&files).start();
+    let client = ClientTls::trusting(&ca.pem, &["http/1.1"]);
+    for round in 1..=5 {
+        let conn = client.connect(proxy.tls_addr(), "localhost").unwrap();
+        let (mut ws, resp) = websocket::connect_over(conn.into_stream(), "localhost", "/socket")
+            .unwrap_or_else(|e| panic!("upgrade {round}: {e}\n{}", proxy.log()));
+        assert_eq!(resp.status(), 101);
+        assert_eq!(
+            websocket::next_message(&mut ws),
+            Message::text(websocket::GREETING),
+            "server to client, round {round}"
+        );
+        for text in ["ping 1", "ping 2"] {
+            ws.send(Message::text(text)).unwrap();
+            assert_eq!(websocket::next_message(&mut ws), Message::text(text));
+        }
+        let large = letters(40_000);
+        ws.send(Message::text(large.as_str())).unwrap();
+        assert_eq!(websocket::next_message(&mut ws), Message::text(large));
+        ws.close(None).unwrap();
+        assert_eq!(
+            origin.upgrades().len(),
+            round,
+            "every upgrade reaches the origin"
         );
     }
 }

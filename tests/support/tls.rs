@@ -346,6 +346,11 @@ impl<S: Write> Write for Records<S> {
 }
 
 impl TlsConn {
+    /// The TLS stream itself, for a protocol of the caller's own (nothing is read yet).
+    pub fn into_stream(self) -> impl Read + Write {
+        self.stream.into_inner()
+    }
+
     /// How many TLS records the connection has received, the handshake's included.
     pub fn records_received(&self) -> usize {
         self.stream.get_ref().sock.count

@@ -5,6 +5,7 @@
 //! so a test sees whether a handshake reached it. Its 101 says `Cache-Control: public,
 //! max-age=60`, so that only the proxy's own rule keeps upgrades out of the cache.
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -94,6 +95,15 @@ pub fn connect(
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    connect_over(stream, host, path)
+}
+
+/// An upgrade made over a connection already open (a TLS one, for `wss`).
+pub fn connect_over<S: Read + Write>(
+    stream: S,
+    host: &str,
+    path: &str,
+) -> Result<(WebSocket<S>, ClientResponse), String> {
     let request = format!("ws://{host}{path}")
         .into_client_request()
         .map_err(|e| e.to_string())?;
@@ -101,7 +111,7 @@ pub fn connect(
 }
 
 /// The next text or binary message (skipping pings and pongs).
-pub fn next_message(ws: &mut WebSocket<TcpStream>) -> Message {
+pub fn next_message<S: Read + Write>(ws: &mut WebSocket<S>) -> Message {
     loop {
         let message = ws.read().expect("read a websocket message");
         if message.is_text() || message.is_binary() || message.is_close() {
