@@ -105,10 +105,7 @@ fn https_miss_then_hit_over_http1_and_h2() {
 #[test]
 fn an_https_response_leaves_in_the_fewest_records() {
     let (ca, files, _dir) = localhost_cert();
-    let origin = Origin::start(|req| {
-        let size = req.path().trim_start_matches("/n/").parse().unwrap_or(0);
-        Reply::ok(letters(size)).header("cache-control", "max-age=60")
-    });
+    let origin = sized_origin();
     let proxy = ProxyBuilder::new(&origin.url()).tls(&files).start();
     let host = format!("localhost:{}", proxy.tls_port.unwrap());
     let mut conn = ClientTls::trusting(&ca.pem, &["http/1.1"])
@@ -158,18 +155,14 @@ fn websocket_upgrades_over_tls_are_tunnelled() {
         let (mut ws, resp) = websocket::connect_over(conn.into_stream(), "localhost", "/socket")
             .unwrap_or_else(|e| panic!("upgrade {round}: {e}\n{}", proxy.log()));
         assert_eq!(resp.status(), 101);
-        assert_eq!(
-            websocket::next_message(&mut ws),
-            Message::text(websocket::GREETING),
-            "server to client, round {round}"
+        websocket::greeting_then_echoes(
+            &mut ws,
+            &[
+                Message::text("ping 1"),
+                Message::text("ping 2"),
+                Message::text(letters(40_000)),
+            ],
         );
-        for text in ["ping 1", "ping 2"] {
-            ws.send(Message::text(text)).unwrap();
-            assert_eq!(websocket::next_message(&mut ws), Message::text(text));
-        }
-        let large = letters(40_000);
-        ws.send(Message::text(large.as_str())).unwrap();
-        assert_eq!(websocket::next_message(&mut ws), Message::text(large));
         ws.close(None).unwrap();
         assert_eq!(
             origin.upgrades().len(),
@@ -337,6 +330,14 @@ fn letters(size: usize) -> String {
     (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect()
 }
 
+/// An origin answering `/n/SIZE` with SIZE bytes of [`letters`], cacheable for a minute.
+fn sized_origin() -> Origin {
+    Origin::start(|req| {
+        let size = req.path().trim_start_matches("/n/").parse().unwrap_or(0);
+        Reply::ok(letters(size)).header("cache-control", "max-age=60")
+    })
+}
+
 /// Many streams at once on one HTTP/2 connection, over TLS and over h2c, with bodies from
 /// empty to 300 KiB (around h2's 1 KiB point for sending a payload apart, and its 16 KiB
 /// frames), first from the origin and then from the cache: every response arrives whole.
@@ -345,10 +346,7 @@ fn letters(size: usize) -> String {
 #[test]
 fn concurrent_h2_streams_all_arrive_whole() {
     let (ca, files, _dir) = localhost_cert();
-    let origin = Origin::start(|req| {
-        let size = req.path().trim_start_matches("/n/").parse().unwrap_or(0);
-        Reply::ok(letters(size)).header("cache-control", "max-age=60")
-    });
+    let origin = sized_origin();
     let proxy = ProxyBuilder::new(&origin.url())
         .tls(&files)
         .arg("--h2c")

@@ -110,6 +110,19 @@ pub fn connect_over<S: Read + Write>(
     tungstenite::client(request, stream).map_err(|e| e.to_string())
 }
 
+/// The origin's greeting, then each of `messages` sent and echoed back whole.
+pub fn greeting_then_echoes<S: Read + Write>(ws: &mut WebSocket<S>, messages: &[Message]) {
+    assert_eq!(
+        next_message(ws),
+        Message::text(GREETING),
+        "server to client"
+    );
+    for message in messages {
+        ws.send(message.clone()).unwrap();
+        assert_eq!(&next_message(ws), message, "client to server and back");
+    }
+}
+
 /// The next text or binary message (skipping pings and pongs).
 pub fn next_message<S: Read + Write>(ws: &mut WebSocket<S>) -> Message {
     loop {
