@@ -42,8 +42,9 @@ use crate::cache::MemoryStorage;
 use crate::metrics::HANDOVER_ENTRIES;
 
 const MAGIC: &[u8; 3] = b"CPH";
-/// Bump on any change of the framing below. Entries carry their own version (`entry.rs`).
-pub const STREAM_VERSION: u8 = 1;
+/// Bump on any change of the framing below, or of the key hash entries are sent under
+/// (`cache::key`). Entries carry their own version (`entry.rs`). 2: BLAKE3 key hashes.
+pub const STREAM_VERSION: u8 = 2;
 
 const TAG_ENTRY: u8 = 1;
 const TAG_REMOVED_URL: u8 = 2;
