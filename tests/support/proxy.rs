@@ -363,6 +363,31 @@ impl Proxy {
             .ok()
     }
 
+    /// The processes this proxy's reloads started that still run: its children, and the
+    /// process its pid file names (once the old process has exited, the new one is nobody's
+    /// child). Only those whose command line names this proxy's pid file, and never a
+    /// process the test started itself (an upgrade's, which shares the pid file).
+    fn started_by_reload(&self) -> Vec<u32> {
+        let own = self.pid();
+        let pid_file = self.state_dir().join("proxy.pid").display().to_string();
+        let mut pids: Vec<u32> = self.pid_file_pid().into_iter().collect();
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            pids.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .filter(|&pid| parent_of(pid) == Some(own)),
+            );
+        }
+        pids.retain(|&pid| {
+            pid != own
+                && parent_of(pid) != Some(std::process::id())
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&pid_file))
+        });
+        pids
+    }
+
     /// Sends SIGHUP and waits (30 s) until a new process, named in the pid file, answers
     /// `/health/ready` on the admin port. The new process is stopped when the guard drops.
     pub fn reload(&self) -> Reloaded {
@@ -489,9 +514,29 @@ impl Drop for Proxy {
                 self.log()
             );
         }
+        // A reload's new process is the proxy's child, not the test's: a test that fails
+        // mid-reload would leave it running. Stopped before its parent, while still its child.
+        for pid in self.started_by_reload() {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The parent of process `pid` (Linux `/proc`).
+fn parent_of(pid: u32) -> Option<u32> {
+    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Whether process `pid` holds a TCP socket listening on `port` (Linux `/proc`; elsewhere
