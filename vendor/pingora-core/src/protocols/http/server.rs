@@ -346,10 +346,7 @@ impl Session {
         let Some(prefix) = s.prepare_reuse().await? else {
             return Ok(None);
         };
-        let Self::H1(s) = *self else {
-            unreachable!("matched as HTTP/1 above")
-        };
-        Ok(Some(s.into_reusable(prefix)))
+        Ok(Some(SessionV1::boxed_into_reusable(self, prefix)))
     }
 
     /// Callback for cleanup logic on downstream specifically when we fail to proxy the session
