@@ -517,10 +517,7 @@ impl Drop for Proxy {
         // A reload's new process is the proxy's child, not the test's: a test that fails
         // mid-reload would leave it running. Stopped before its parent, while still its child.
         for pid in self.started_by_reload() {
-            let _ = Command::new("kill")
-                .args(["-s", "KILL", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
+            drop(Reloaded { pid });
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
