@@ -153,11 +153,6 @@ impl Router {
             .or(self.default.as_ref())
     }
 
-    /// The route of a request.
-    pub fn route_request(&self, req: &RequestHeader) -> Option<&Arc<Route>> {
-        self.route(key::request_host(req), req.uri.path())
-    }
-
     /// The cache key of a URL as the proxy builds it (with its route's query rules); `tls`:
     /// an https URL.
     pub fn cache_key(&self, tls: bool, host: &str, path_and_query: &str) -> CacheKey {

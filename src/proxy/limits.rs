@@ -152,8 +152,9 @@ pub fn check_header(limits: &LimitsConfig, req: &RequestHeader) -> Result<(), Re
             ),
         ));
     }
-    if let (Some(max), Some(declared)) = (limits.max_body_bytes, declared_length(req)) {
-        if declared > max as u64 {
+    // The declared length is looked up only under a limit: most configurations set none.
+    if let Some(max) = limits.max_body_bytes {
+        if let Some(declared) = declared_length(req).filter(|d| *d > max as u64) {
             return Err(body_refusal(declared, max));
         }
     }

@@ -282,7 +282,13 @@ impl ProxyHttp for Proxy {
         }
         ctx.conn = ClientConnection::of(session);
         ctx.request_id = headers::request_id(req.headers.get(X_REQUEST_ID));
-        if !req.headers.contains_key(header::HOST) && req.uri.authority().is_none() {
+        // One lookup of the host serves the check and the route; the rest only when it
+        // came out empty (no Host, an empty one, or one that is not text).
+        let host = key::request_host(req);
+        if host.is_empty()
+            && !req.headers.contains_key(header::HOST)
+            && req.uri.authority().is_none()
+        {
             Box::pin(self.respond_error(
                 session,
                 ctx,
@@ -298,7 +304,7 @@ impl ProxyHttp for Proxy {
             Box::pin(session.write_response_header(Box::new(resp), true)).await?;
             return Ok(true);
         }
-        let Some(route) = self.router.route_request(req) else {
+        let Some(route) = self.router.route(host, req.uri.path()) else {
             let kind = ErrorKind::NoRoute;
             Box::pin(self.respond_error(session, ctx, kind, kind.default_message())).await;
             return Ok(true);
