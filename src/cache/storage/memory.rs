@@ -37,6 +37,7 @@ use pingora_cache::{CacheEntryKey, CacheKey, CacheMeta};
 use pingora_error::{Error, ErrorType, Result};
 
 mod compact;
+mod queues;
 mod shard;
 mod transfer;
 use compact::CompactHeader;
@@ -117,6 +118,22 @@ impl Entry {
         };
         entry.set_weight(weight);
         entry
+    }
+}
+
+#[cfg(test)]
+impl Entry {
+    /// An entry of `weight` holding an empty 200 response, for the queues' tests.
+    fn of_weight(weight: usize) -> Self {
+        let now = SystemTime::now();
+        let meta = CacheMeta::new(
+            now,
+            now,
+            0,
+            0,
+            pingora_http::ResponseHeader::build(200, None).unwrap(),
+        );
+        Entry::new(0, StoredMeta::new(&meta), Bytes::new(), weight)
     }
 }
 

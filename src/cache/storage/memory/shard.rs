@@ -22,13 +22,13 @@
 //! collision would serve one URL's response for another), weighs them in `u16`, bounds one
 //! weight (not bytes and entries at once), may refuse to store a fetched response (the
 //! requests waiting on that fill would all fetch again), and has no iteration (expiry
-//! sweeps, the hand-over's export). The queues here are `lru::LruCache`s used as ordered
-//! maps: O(1) removal by key (purges, expiry) and iteration come with them.
+//! sweeps, the hand-over's export). The queues here ([`queues`](super::queues)) are linked
+//! lists through one slab with one index: O(1) removal by key (purges, expiry), iteration,
+//! and growth without rehashing the shard at once.
 
 use std::collections::{HashMap, VecDeque};
 
-use lru::LruCache;
-
+use super::queues::{End, Queue, Queues};
 use super::{Entry, Key};
 
 /// The small queue's share of the shard (S3-FIFO's 10%).
@@ -52,8 +52,7 @@ pub(super) enum Placement {
 }
 
 pub(super) struct Shard {
-    small: LruCache<Key, Entry>,
-    main: LruCache<Key, Entry>,
+    queues: Queues,
     ghost: Ghost,
     bytes: usize,
     small_bytes: usize,
@@ -73,8 +72,7 @@ pub(super) struct Shard {
 impl Shard {
     pub(super) fn new(max_bytes: usize, max_entries: usize) -> Self {
         Shard {
-            small: LruCache::unbounded(),
-            main: LruCache::unbounded(),
+            queues: Queues::new(),
             ghost: Ghost::default(),
             bytes: 0,
             small_bytes: 0,
@@ -86,31 +84,27 @@ impl Shard {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.small.len() + self.main.len()
+        self.queues.len(Queue::Small) + self.queues.len(Queue::Main)
     }
 
     pub(super) fn bytes(&self) -> usize {
         self.bytes
     }
 
-    /// The entry under `key`, counted as a read. The main queue is looked at first: it holds
-    /// nine tenths of the shard and nearly every popular entry.
+    /// The entry under `key`, counted as a read.
     pub(super) fn get(&mut self, key: &Key) -> Option<&Entry> {
-        let entry = match self.main.peek_mut(key) {
-            Some(entry) => entry,
-            None => self.small.peek_mut(key)?,
-        };
+        let (_, entry) = self.queues.get_mut(*key)?;
         entry.freq = (entry.freq + 1).min(MAX_FREQ);
         Some(entry)
     }
 
     /// The entry under `key`, not counted as a read.
     pub(super) fn peek(&self, key: &Key) -> Option<&Entry> {
-        self.main.peek(key).or_else(|| self.small.peek(key))
+        self.queues.get(*key).map(|(_, entry)| entry)
     }
 
     pub(super) fn contains(&self, key: &Key) -> bool {
-        self.main.contains(key) || self.small.contains(key)
+        self.queues.get(*key).is_some()
     }
 
     /// Stores an entry under a key that has none (the caller removed it and made room).
@@ -124,28 +118,23 @@ impl Shard {
             Placement::New if !self.ghost.contains(key) => {
                 entry.freq = 0;
                 self.small_bytes += entry.weight();
-                self.small.push(key, entry);
+                self.queues.push(key, entry, Queue::Small, End::Newest);
             }
             Placement::New | Placement::Used => {
-                self.main.push(key, entry);
+                self.queues.push(key, entry, Queue::Main, End::Newest);
             }
             Placement::Adopted => {
                 entry.freq = 0;
-                self.main.push(key, entry);
-                self.main.demote(&key);
+                self.queues.push(key, entry, Queue::Main, End::Oldest);
             }
         }
     }
 
     pub(super) fn remove(&mut self, key: &Key) -> Option<Entry> {
-        let entry = match self.main.pop(key) {
-            Some(entry) => entry,
-            None => {
-                let entry = self.small.pop(key)?;
-                self.small_bytes -= entry.weight();
-                entry
-            }
-        };
+        let (queue, entry) = self.queues.remove(*key)?;
+        if queue == Queue::Small {
+            self.small_bytes -= entry.weight();
+        }
         self.unlink(*key, &entry);
         Some(entry)
     }
@@ -153,27 +142,28 @@ impl Shard {
     /// Takes the next entry S3-FIFO evicts; `None` when the shard is empty.
     pub(super) fn evict_one(&mut self) -> Option<Entry> {
         loop {
-            if self.small_over_share() || self.main.is_empty() {
-                let (key, mut entry) = self.small.pop_lru()?;
-                self.small_bytes -= entry.weight();
+            if self.small_over_share() || self.queues.is_empty(Queue::Main) {
+                let entry = self.queues.oldest_mut(Queue::Small)?;
                 if entry.freq >= PROMOTE_FREQ {
                     entry.freq = 0;
-                    self.main.push(key, entry);
+                    self.small_bytes -= entry.weight();
+                    self.queues.requeue_oldest(Queue::Small, Queue::Main);
                     continue;
                 }
+                let (key, entry) = self.queues.pop_oldest(Queue::Small).expect("just seen");
+                self.small_bytes -= entry.weight();
                 self.ghost.add(key, self.len());
                 self.unlink(key, &entry);
                 return Some(entry);
             }
-            let key = *self.main.peek_lru()?.0;
-            let entry = self.main.peek_mut(&key).expect("just seen");
+            let entry = self.queues.oldest_mut(Queue::Main).expect("not empty");
             if entry.freq > 0 {
                 // Read since it last went round: once more round the clock.
                 entry.freq -= 1;
-                self.main.promote(&key);
+                self.queues.requeue_oldest(Queue::Main, Queue::Main);
                 continue;
             }
-            let (key, entry) = self.main.pop_lru().expect("just seen");
+            let (key, entry) = self.queues.pop_oldest(Queue::Main).expect("just seen");
             self.unlink(key, &entry);
             return Some(entry);
         }
@@ -182,9 +172,9 @@ impl Shard {
     /// Whether the small queue holds its share of the shard or more, by bytes or entries
     /// (whichever bound evicts).
     fn small_over_share(&self) -> bool {
-        !self.small.is_empty()
+        !self.queues.is_empty(Queue::Small)
             && (self.small_bytes * SMALL_SHARE >= self.max_bytes
-                || self.small.len() * SMALL_SHARE >= self.max_entries)
+                || self.queues.len(Queue::Small) * SMALL_SHARE >= self.max_entries)
     }
 
     /// Bookkeeping for an entry that left the queues.
@@ -227,14 +217,14 @@ impl Shard {
         max_kept: usize,
     ) -> usize {
         let mut keys = Vec::new();
-        for queue in [&self.small, &self.main] {
+        for queue in [Queue::Small, Queue::Main] {
             let mut kept = 0;
-            for (key, entry) in queue.iter().rev() {
+            for (key, entry) in self.queues.walk(queue, End::Oldest) {
                 if keys.len() == max_removed || kept == max_kept {
                     break;
                 }
                 if removable(entry) {
-                    keys.push(*key);
+                    keys.push(key);
                 } else {
                     kept += 1;
                 }
@@ -250,11 +240,10 @@ impl Shard {
     /// over keeps): the main queue's, then the small queue's; within each, those read more
     /// often since they were stored or last went round first, then the newest first.
     pub(super) fn keys_by_value(&self) -> Vec<Key> {
-        let mut ranked: Vec<(bool, u8, Key)> = self
-            .main
-            .iter()
-            .map(|(k, e)| (false, e.freq, *k))
-            .chain(self.small.iter().map(|(k, e)| (true, e.freq, *k)))
+        let newest_first = |queue| self.queues.walk(queue, End::Newest);
+        let mut ranked: Vec<(bool, u8, Key)> = newest_first(Queue::Main)
+            .map(|(k, e)| (false, e.freq, k))
+            .chain(newest_first(Queue::Small).map(|(k, e)| (true, e.freq, k)))
             .collect();
         // Stable: equal ranks keep the queues' newest-first order.
         ranked.sort_by_key(|&(small, freq, _)| (small, std::cmp::Reverse(freq)));
@@ -316,19 +305,10 @@ impl Ghost {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
-    use bytes::Bytes;
-    use pingora_cache::CacheMeta;
-    use pingora_http::ResponseHeader;
-
-    use super::super::StoredMeta;
     use super::*;
 
     fn entry(weight: usize) -> Entry {
-        let now = SystemTime::now();
-        let meta = CacheMeta::new(now, now, 0, 0, ResponseHeader::build(200, None).unwrap());
-        Entry::new(0, StoredMeta::new(&meta), Bytes::new(), weight)
+        Entry::of_weight(weight)
     }
 
     /// Keys whose fingerprints differ (the ghost list keys by the top 32 bits).
@@ -445,7 +425,8 @@ mod tests {
         assert!(s.peek(&k(1)).is_none());
         assert!(s.ghost.contains(k(1)));
         put(&mut s, 1);
-        assert!(s.main.contains(&k(1)), "back in the main queue");
+        let queue = s.queues.get(k(1)).map(|(queue, _)| queue);
+        assert_eq!(queue, Some(Queue::Main), "back in the main queue");
     }
 
     #[test]
