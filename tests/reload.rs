@@ -198,12 +198,24 @@ fn sighup_with_an_invalid_configuration_keeps_the_running_process() {
 #[test]
 fn a_second_sighup_during_a_reload_is_ignored() {
     let origin = origin();
-    let mut proxy = ProxyBuilder::new(&origin.url()).grace_period("1s").start();
+    let mut proxy = ProxyBuilder::new(&origin.url())
+        .config(&config("1h", true))
+        .grace_period("1s")
+        .start();
     let old = proxy.pid();
+    // The new process reads its configuration from a pipe that stays shut until the second
+    // SIGHUP has been seen: the reload stays open as long as the test needs, where a new
+    // process reading a file validates within milliseconds, before a second signal lands.
+    let path = config_path(&proxy);
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&path).status();
+    assert!(made.unwrap().success(), "mkfifo {}", path.display());
     proxy.signal("HUP");
     proxy.wait_log("reload: started pid");
     proxy.signal("HUP");
     proxy.wait_log("SIGHUP during a reload: ignored");
+    std::fs::write(&path, yaml).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let new = loop {
         if let Some(p) = proxy.pid_file_pid().filter(|p| *p != old) {
