@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -215,7 +217,15 @@ fn a_second_sighup_during_a_reload_is_ignored() {
     proxy.wait_log("reload: started pid");
     proxy.signal("HUP");
     proxy.wait_log("SIGHUP during a reload: ignored");
-    std::fs::write(&path, yaml).unwrap();
+    // Without waiting on a reader: one that is gone (the new process failed) is an error
+    // here, not a test that hangs.
+    let mut pipe = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .expect("the new process waits on the configuration pipe");
+    pipe.write_all(yaml.as_bytes()).unwrap();
+    drop(pipe);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let new = loop {
         if let Some(p) = proxy.pid_file_pid().filter(|p| *p != old) {
