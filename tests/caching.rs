@@ -170,6 +170,30 @@ fn origin_status_headers_and_body_pass_through() {
     assert_eq!(resp.x_cache(), "MISS");
 }
 
+/// A response header far larger than the buffer the proxy first writes a header into (2
+/// KiB, grown for a larger one) arrives whole, from the origin and then from the cache.
+#[test]
+fn a_response_header_of_many_kilobytes_arrives_whole_on_miss_and_hit() {
+    let long = "v".repeat(10 << 10);
+    let value = long.clone();
+    let origin = Origin::start(move |_| {
+        Reply::ok("small body")
+            .header("cache-control", "max-age=60")
+            .header("x-long", &value)
+            .header("x-after", "last")
+    });
+    let proxy = Proxy::start(&origin.url());
+    for expected in ["MISS", "HIT"] {
+        let resp = get(&proxy.url("/long-header"));
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.x_cache(), expected);
+        assert_eq!(resp.header("x-long"), Some(long.as_str()));
+        assert_eq!(resp.header("x-after"), Some("last"));
+        assert_eq!(resp.body, "small body");
+    }
+    assert_eq!(origin.hits(), 1);
+}
+
 /// Each case is requested twice; none may be stored.
 #[test]
 fn uncacheable_responses_are_not_stored() {

@@ -1009,7 +1009,8 @@ impl HttpSession {
         }
 
         // Serialize header to bytes
-        let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
+        // caching-proxy: see `RESPONSE_HEADER_BUF_SIZE`.
+        let mut write_buf = BytesMut::with_capacity(RESPONSE_HEADER_BUF_SIZE);
         http_resp_header_to_buf(header, &mut write_buf)
             .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
 
@@ -2014,6 +2015,13 @@ fn parse_req_buffer<'headers, 'buf>(
         _ => HeaderParseState::Partial,
     }
 }
+
+/// caching-proxy: the first capacity of the buffer a response header is written into (it
+/// grows for a larger header). Pingora's was `INIT_HEADER_BUF_SIZE`, 4 KiB: the allocator's
+/// size class of every connection's request buffer, where the header's buffer, freed right
+/// after the write, emptied a page on nearly every response and the next response took a
+/// fresh one. 2 KiB holds most response headers whole.
+const RESPONSE_HEADER_BUF_SIZE: usize = 2048;
 
 #[inline]
 fn http_resp_header_to_buf(
